@@ -1,0 +1,302 @@
+//! kraald's configuration: a TOML file whose every key has a default embedded in the binary
+//! (`config/default.toml`), and command-line flags that override the file.
+
+use std::path::{Path, PathBuf};
+
+use kraal_image::RegistryConfig;
+use serde::{Deserialize, Serialize};
+
+/// The documented defaults; `Config::default()` must equal this file (a unit test holds them
+/// together, so the file a user reads never lies about what kraald does).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
+
+/// Where kraald looks for its config when `--config` is not given. A missing file here is
+/// fine (defaults apply); a missing file named with `--config` is an error.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kraal/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub socket_group: String,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    pub log: LogConfig,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from("/run/kraal/kraal.sock"),
+            socket_group: String::new(),
+            root: PathBuf::from("/var/lib/kraal"),
+            state: PathBuf::from("/run/kraal"),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            log: LogConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config {origin}: {key} = {value:?}: {reason}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Values given on the command line; each one, when present, wins over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Parses a config text; keys it does not set keep their defaults.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Loads the config kraald starts with: `explicit` (from `--config`) must exist; the
+    /// default path may be absent. Then the flags, then validation of the result.
+    pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (path, required) = match explicit {
+            Some(path) => (path.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path)?,
+            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => {
+                Config::default()
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        config.apply(overrides);
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if let Some(socket) = &overrides.socket {
+            self.socket = socket.clone();
+        }
+        if let Some(root) = &overrides.root {
+            self.root = root.clone();
+        }
+        if let Some(state) = &overrides.state {
+            self.state = state.clone();
+        }
+        if let Some(level) = &overrides.log_level {
+            self.log.level = level.clone();
+        }
+    }
+
+    /// Checks what serde cannot: absolute paths, a usable log filter, sane mirrors.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            value,
+            reason: reason.to_string(),
+        };
+        for (key, path) in [
+            ("socket", &self.socket),
+            ("root", &self.root),
+            ("state", &self.state),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(
+                    key,
+                    path.display().to_string(),
+                    "expected an absolute path",
+                ));
+            }
+        }
+        if self.root == self.state {
+            return Err(invalid(
+                "state",
+                self.state.display().to_string(),
+                "must differ from root (root keeps images across reboots, state does not)",
+            ));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                self.log.level.clone(),
+                &format!("expected trace, debug, info, warn, error or a tracing filter ({err})"),
+            ));
+        }
+        if self.socket_group.contains(char::is_whitespace) {
+            return Err(invalid(
+                "socket_group",
+                self.socket_group.clone(),
+                "expected a group name or number",
+            ));
+        }
+        self.registry
+            .validate()
+            .map_err(|err| ConfigError::Invalid {
+                origin: origin.to_string(),
+                key: "registry.mirrors",
+                value: String::new(),
+                reason: err.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse(text, Path::new("test.toml"))?;
+        config.validate("test.toml")?;
+        Ok(config)
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_code() {
+        let from_file = parse(DEFAULT_CONFIG_TOML).expect("default config parses");
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn empty_file_means_all_defaults() {
+        assert_eq!(parse("").expect("empty parses"), Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = parse("root = \"/data/kraal\"\n[log]\nformat = \"json\"\n").expect("parses");
+        assert_eq!(config.root, PathBuf::from("/data/kraal"));
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.socket, PathBuf::from("/run/kraal/kraal.sock"));
+    }
+
+    #[test]
+    fn mirrors_parse() {
+        let config = parse(
+            "[registry.mirrors.\"registry.k8s.io\"]\nendpoints = [\"http://127.0.0.1:5000\", \"https://mirror.example.com\"]\n",
+        )
+        .expect("parses");
+        let mirror = &config.registry.mirrors["registry.k8s.io"];
+        assert_eq!(mirror.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let err = parse("sokcet = \"/x\"\n").expect_err("unknown key");
+        assert!(err.to_string().contains("sokcet"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_names_the_choices() {
+        let err = parse("[log]\nformat = \"xml\"\n").expect_err("bad format");
+        let text = err.to_string();
+        assert!(text.contains("xml") && text.contains("json"), "{text}");
+        let err = parse("cgroup_driver = \"cgroupv3\"\n").expect_err("bad driver");
+        assert!(err.to_string().contains("cgroupfs"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err = parse("root = 5\n").expect_err("root must be a string");
+        assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_refused() {
+        let err = parse("root = \"var/lib/kraal\"\n").expect_err("relative");
+        let text = err.to_string();
+        assert!(text.contains("root") && text.contains("absolute"), "{text}");
+    }
+
+    #[test]
+    fn bad_log_level_is_refused() {
+        let err = parse("[log]\nlevel = \"info,[\"\n").expect_err("bad level");
+        assert!(err.to_string().contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_mirror_off_loopback_is_refused() {
+        let err =
+            parse("[registry.mirrors.\"docker.io\"]\nendpoints = [\"http://10.1.2.3:5000\"]\n")
+                .expect_err("plain http to a remote host");
+        assert!(err.to_string().contains("10.1.2.3"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut config = parse("root = \"/a\"\n").expect("parses");
+        config.apply(&Overrides {
+            root: Some(PathBuf::from("/b")),
+            log_level: Some("debug".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(config.root, PathBuf::from("/b"));
+        assert_eq!(config.log.level, "debug");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let err = Config::load(
+            Some(Path::new("/nonexistent/kraal.toml")),
+            &Overrides::default(),
+        )
+        .expect_err("explicit path must exist");
+        assert!(err.to_string().contains("/nonexistent/kraal.toml"), "{err}");
+    }
+}

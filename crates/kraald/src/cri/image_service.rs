@@ -1,0 +1,105 @@
+//! Routes the ImageService calls to their files. Store calls that touch the disk run on the
+//! blocking pool so a slow disk never stalls the gRPC workers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+
+use kraal_api::runtime::v1::image_service_server::ImageService;
+use kraal_api::runtime::v1::{
+    ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
+    ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+    RemoveImageResponse, StreamImagesRequest, StreamImagesResponse,
+};
+use kraal_image::ImageStore;
+use tonic::{Request, Response, Status};
+
+use super::{image_fs_info, image_status, list_images, pull_image, remove_image, stream_images};
+
+type ImageBatches = Pin<Box<dyn Stream<Item = Result<StreamImagesResponse, Status>> + Send>>;
+
+pub struct ImageHandler {
+    store: Arc<ImageStore>,
+}
+
+impl ImageHandler {
+    pub fn new(store: Arc<ImageStore>) -> Self {
+        ImageHandler { store }
+    }
+
+    async fn blocking<T, F>(&self, call: F) -> Result<Response<T>, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ImageStore) -> Result<T, Status> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || call(&store)).await {
+            Ok(result) => result.map(Response::new),
+            Err(err) => Err(Status::internal(format!("image store task failed: {err}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageHandler {
+    type StreamImagesStream = ImageBatches;
+
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |store| list_images::list_images(store, request))
+            .await
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |store| image_status::image_status(store, request))
+            .await
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
+        pull_image::pull_image(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |store| remove_image::remove_image(store, request))
+            .await
+    }
+
+    async fn image_fs_info(
+        &self,
+        request: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |store| image_fs_info::image_fs_info(store, request))
+            .await
+    }
+
+    async fn stream_images(
+        &self,
+        request: Request<StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let request = request.into_inner();
+        let batches = self
+            .blocking(move |store| stream_images::stream_images(store, request))
+            .await?
+            .into_inner();
+        let stream: ImageBatches = Box::pin(futures::stream::iter(batches.into_iter().map(Ok)));
+        Ok(Response::new(stream))
+    }
+}

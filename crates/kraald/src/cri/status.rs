@@ -1,0 +1,50 @@
+//! `Status`: the runtime and network conditions kubelet gates pod starts on.
+
+use std::collections::HashMap;
+
+use kraal_api::runtime::v1::{
+    RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest,
+    StatusResponse,
+};
+
+use crate::config::Config;
+
+const RUNTIME_READY: &str = "RuntimeReady";
+const NETWORK_READY: &str = "NetworkReady";
+
+pub fn status(config: &Config, request: StatusRequest) -> StatusResponse {
+    let runtime = RuntimeCondition {
+        r#type: RUNTIME_READY.to_string(),
+        status: true,
+        reason: String::new(),
+        message: String::new(),
+    };
+    // Pod networking through CNI is its own piece of work; until it exists kraald says so
+    // rather than claiming a network it cannot give (kubelet then runs hostNetwork pods only).
+    let network = RuntimeCondition {
+        r#type: NETWORK_READY.to_string(),
+        status: false,
+        reason: "NetworkPluginNotReady".to_string(),
+        message: "kraal: CNI pod networking is not available in this build; hostNetwork pods only"
+            .to_string(),
+    };
+    let mut info = HashMap::new();
+    if request.verbose {
+        let config_json = serde_json::to_string(config).unwrap_or_else(|err| format!("{err}"));
+        info.insert("config".to_string(), config_json);
+    }
+    StatusResponse {
+        status: Some(RuntimeStatus {
+            conditions: vec![runtime, network],
+        }),
+        info,
+        runtime_handlers: vec![RuntimeHandler {
+            name: String::new(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            }),
+        }],
+        features: None,
+    }
+}

@@ -1,0 +1,108 @@
+//! Start-up and shutdown: directories, the single-instance lock, stores, the socket, serving.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kraal_api::runtime::v1::image_service_server::ImageServiceServer;
+use kraal_api::runtime::v1::runtime_service_server::RuntimeServiceServer;
+use kraal_image::ImageStore;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::cri::{ImageHandler, RuntimeHandler};
+use crate::{lock, socket};
+
+/// kubelet sends and accepts messages up to 16 MiB; so do we.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How long open calls may run on after SIGTERM before kraald exits regardless.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    make_dir(&config.root, 0o711)?;
+    make_dir(&config.state, 0o711)?;
+    let _locks = lock::acquire(&[config.root.as_path(), config.state.as_path()])?;
+
+    let images_dir = config.root.join("images");
+    let images = ImageStore::open(&images_dir, config.registry.clone())
+        .with_context(|| format!("opening the image store in {}", images_dir.display()))?;
+    let images = Arc::new(images);
+
+    let (listener, socket_file) = socket::bind(&config.socket, &config.socket_group)?;
+    let runtime = RuntimeHandler::new(config.clone());
+    let image = ImageHandler::new(images);
+
+    tracing::info!(
+        socket = %config.socket.display(),
+        root = %config.root.display(),
+        state = %config.state.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "kraald serving CRI v1"
+    );
+
+    let incoming = UnixListenerStream::new(listener);
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let serving = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("cri", call = %request.uri().path()))
+        .add_service(
+            RuntimeServiceServer::new(runtime)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ImageServiceServer::new(image)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, {
+            let stopping = stopping.clone();
+            async move {
+                shutdown_signal().await;
+                stopping.notify_one();
+            }
+        });
+    // Graceful shutdown waits for open calls; a long-lived stream (kubelet keeps one open
+    // for events) must not hold kraald forever, so the grace period is bounded.
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!("calls still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = grace => Ok(()),
+    };
+    socket_file.remove();
+    served.context("serving the CRI socket")?;
+    tracing::info!("kraald stopped; containers, if any, keep running");
+    Ok(())
+}
+
+fn make_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Resolves on SIGTERM or SIGINT. Only serving stops; nothing kraald started is killed.
+async fn shutdown_signal() {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; kraald stops only when killed");
+            std::future::pending::<()>().await;
+        }
+    }
+}
