@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what kraal needs to build, run and test on a fresh Debian machine of this kind
+# (root, Rust toolchain present). Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+need_packages=()
+want() { # want <command-or-path> <debian package>
+  if ! command -v "$1" >/dev/null 2>&1 && [ ! -e "$1" ]; then
+    need_packages+=("$2")
+  fi
+}
+
+want docker-registry docker-registry   # the test registry
+want /bin/busybox busybox-static      # the test images' userland
+want htpasswd apache2-utils           # basic-auth registry for auth tests
+want python3 python3                  # hack/testimages.py builds and pushes test images
+want curl curl
+want ip iproute2
+want gcc gcc                          # -sys crates (zstd) build C
+want openssl openssl                  # the token-auth registry signs its tokens
+
+if [ ${#need_packages[@]} -gt 0 ]; then
+  echo "setup: installing ${need_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: cargo not found; kraal needs a Rust toolchain (stable 1.95 or newer)" >&2
+    exit 1
+  fi
+fi
