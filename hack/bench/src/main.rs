@@ -1,0 +1,92 @@
+//! kraal-bench: times CRI calls against any CRI socket, so kraald and containerd are measured
+//! by the same client in the same run. Prints one JSON object per measurement.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use kraal_api::runtime::v1 as cri;
+use kraal_api::runtime::v1::image_service_client::ImageServiceClient;
+
+#[derive(Parser)]
+struct Cli {
+    /// The runtime's CRI socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// A label for the output (e.g. kraal, containerd).
+    #[arg(long)]
+    runtime: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// PullImage then RemoveImage, N times; reports the pull times.
+    Pull {
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let channel = kraal_e2e::connect(&cli.socket)
+        .await
+        .with_context(|| format!("connecting to {}", cli.socket.display()))?;
+    match cli.command {
+        Command::Pull { image, iterations } => {
+            let mut client = ImageServiceClient::new(channel);
+            let mut times = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let started = Instant::now();
+                let pulled = client
+                    .pull_image(kraal_e2e::pull_request(&image))
+                    .await
+                    .with_context(|| format!("{}: PullImage {image}", cli.runtime))?
+                    .into_inner();
+                times.push(started.elapsed());
+                client
+                    .remove_image(cri::RemoveImageRequest {
+                        image: kraal_e2e::image_spec(&pulled.image_ref),
+                    })
+                    .await
+                    .with_context(|| format!("{}: RemoveImage", cli.runtime))?;
+                let left = client
+                    .image_status(cri::ImageStatusRequest {
+                        image: kraal_e2e::image_spec(&pulled.image_ref),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner();
+                if left.image.is_some() {
+                    bail!("{}: image still present after RemoveImage", cli.runtime);
+                }
+            }
+            print_stats(&cli.runtime, "PullImage", &mut times);
+        }
+    }
+    Ok(())
+}
+
+fn print_stats(runtime: &str, call: &str, times: &mut [Duration]) {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pick = |q: f64| {
+        let index = ((times.len() as f64 - 1.0) * q).round() as usize;
+        times.get(index).copied().map(ms).unwrap_or(0.0)
+    };
+    let line = serde_json::json!({
+        "runtime": runtime,
+        "call": call,
+        "n": times.len(),
+        "median_ms": pick(0.5),
+        "p90_ms": pick(0.9),
+        "min_ms": times.first().copied().map(ms).unwrap_or(0.0),
+    });
+    println!("{line}");
+}
