@@ -18,6 +18,8 @@ want curl curl
 want ip iproute2
 want gcc gcc                          # -sys crates (zstd) build C
 want openssl openssl                  # the token-auth registry signs its tokens
+want pkg-config pkg-config            # libseccomp-sys finds libseccomp through it
+want /usr/include/seccomp.h libseccomp-dev # libcontainer with the libseccomp feature
 
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "setup: installing ${need_packages[*]}"
