@@ -1,0 +1,398 @@
+//! Kernel tests on this host's real cgroups (needs root; skipped with a message
+//! otherwise). Every cgroup lives under a `/kraal-test-<pid>-<n>` parent that [`Scratch`]
+//! removes when the test ends, pass or fail, after killing the processes the test
+//! started — by their pid, never anyone else's.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kraal_cgroups::{CgroupError, Cgroups, Hierarchy, MANAGED_V1_CONTROLLERS};
+
+const MIB: u64 = 1 << 20;
+/// Set in the environment of the re-executed test binary that plays the memory hog.
+const HOG_ENV: &str = "KRAAL_CGROUPS_TEST_HOG";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: kernel cgroup tests need root");
+    }
+    root
+}
+
+/// A kraal-named top-level cgroup for one test, and the processes the test started.
+struct Scratch {
+    cg: Cgroups,
+    top: String,
+    children: Vec<Child>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let top = format!(
+            "/kraal-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        Scratch {
+            cg: Cgroups::detect().unwrap(),
+            top,
+            children: Vec::new(),
+        }
+    }
+
+    fn rel(&self, sub: &str) -> String {
+        format!("{}/{sub}", self.top)
+    }
+
+    /// Starts `program args` held at a gate: it runs only once [`Gate::open`] is called,
+    /// so the test can move it into a cgroup before it does anything.
+    fn spawn_gated(&mut self, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Gate {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read _ && exec "$@""#)
+            .arg("sh")
+            .arg(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let pid = child.id() as i32;
+        self.children.push(child);
+        Gate { pid, stdin }
+    }
+
+    fn spawn_sleep(&mut self) -> i32 {
+        let child = Command::new("sleep").arg("1000").spawn().unwrap();
+        let pid = child.id() as i32;
+        self.children.push(child);
+        pid
+    }
+
+    /// Waits for one of our children to exit and returns its status.
+    fn wait(&mut self, pid: i32) -> std::process::ExitStatus {
+        self.child(pid).wait().unwrap()
+    }
+
+    /// SIGKILLs one of our children (by its pid) and reaps it.
+    fn kill(&mut self, pid: i32) {
+        let child = self.child(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn child(&mut self, pid: i32) -> &mut Child {
+        self.children
+            .iter_mut()
+            .find(|c| c.id() as i32 == pid)
+            .unwrap()
+    }
+
+    /// Every directory `rel` has in the managed hierarchies of this host.
+    fn dirs(&self, rel: &str) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = MANAGED_V1_CONTROLLERS
+            .iter()
+            .filter_map(|c| self.cg.v1_path(c, rel).unwrap())
+            .collect();
+        dirs.extend(self.cg.unified_path(rel).unwrap());
+        dirs
+    }
+
+    /// The directory holding memory accounting for `rel`.
+    fn memory_dir(&self, rel: &str) -> PathBuf {
+        self.cg
+            .v1_path("memory", rel)
+            .unwrap()
+            .or_else(|| self.cg.unified_path(rel).unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // Already reaped children are skipped by std; the rest are ours to kill.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Err(e) = self.cg.remove(&self.top) {
+            eprintln!("cleanup of {} failed: {e}", self.top);
+        }
+    }
+}
+
+struct Gate {
+    pid: i32,
+    stdin: Option<ChildStdin>,
+}
+
+impl Gate {
+    fn open(&mut self) {
+        let mut stdin = self.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn create_move_list_and_remove_a_pod() {
+    if !is_root() {
+        return;
+    }
+    let mut s = Scratch::new();
+    let pod = s.rel("kubepods/pod1");
+    let ctr = format!("{pod}/ctr1");
+    let unified_root_control =
+        s.cg.unified_root()
+            .map(|root| read(&root.join("cgroup.subtree_control")));
+    s.cg.create(&ctr).unwrap();
+    // Idempotent, and creating the parent after the child is fine.
+    s.cg.create(&pod).unwrap();
+    s.cg.create(&ctr).unwrap();
+
+    let dirs = s.dirs(&ctr);
+    let v1_count = MANAGED_V1_CONTROLLERS
+        .iter()
+        .filter(|c| s.cg.v1_path(c, &ctr).unwrap().is_some())
+        .count();
+    assert!(!dirs.is_empty());
+    for dir in s.dirs(&pod).iter().chain(&dirs) {
+        assert!(dir.is_dir(), "{} missing", dir.display());
+    }
+    if s.cg.hierarchy() == Hierarchy::Hybrid {
+        let unified = s.cg.unified_path(&ctr).unwrap().unwrap();
+        assert!(unified.starts_with(s.cg.unified_root().unwrap()));
+        assert!(unified.is_dir());
+        assert!(v1_count >= 1);
+        // Hybrid: the unified tree is membership only; the host's root is left alone and
+        // no level enables controllers (so the pod level can hold processes below).
+        let root = s.cg.unified_root().unwrap();
+        assert_eq!(
+            Some(read(&root.join("cgroup.subtree_control"))),
+            unified_root_control
+        );
+        for rel in [s.top.clone(), pod.clone()] {
+            let dir = s.cg.unified_path(&rel).unwrap().unwrap();
+            assert_eq!(read(&dir.join("cgroup.subtree_control")).trim(), "");
+        }
+    }
+
+    // Every created cpuset level can take tasks: cpus and mems are set.
+    if let Some(cpuset) = s.cg.v1_root("cpuset") {
+        let mut dir = cpuset.to_path_buf();
+        for name in ctr.trim_start_matches('/').split('/') {
+            dir.push(name);
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = read(&dir.join(file));
+                assert!(
+                    !value.trim().is_empty(),
+                    "{} is empty",
+                    dir.join(file).display()
+                );
+            }
+        }
+    }
+
+    // A sleep placed in the pod (v1 memory + cpuacct, and the unified tree).
+    let pid = s.spawn_sleep();
+    for controller in ["memory", "cpuacct"] {
+        if let Some(dir) = s.cg.v1_path(controller, &pod).unwrap() {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    }
+    s.cg.add_to_unified(&pod, pid).unwrap();
+
+    assert_eq!(s.cg.pids(&pod).unwrap(), [pid]);
+    assert!(s.cg.pids(&ctr).unwrap().is_empty());
+    let proc_cgroup = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    let in_pod = |prefix: &str| {
+        proc_cgroup.lines().any(|l| {
+            l.split_once(':')
+                .is_some_and(|(_, rest)| rest == format!("{prefix}:{pod}"))
+        })
+    };
+    if s.cg.v1_root("memory").is_some() {
+        assert!(in_pod("memory"), "{proc_cgroup}");
+        assert!(in_pod("cpuacct") || in_pod("cpu,cpuacct"), "{proc_cgroup}");
+    }
+    if s.cg.unified_root().is_some() {
+        assert!(in_pod(""), "{proc_cgroup}");
+    }
+
+    // Removing while the sleep is inside: a clear error, and nothing removed.
+    let err = s.cg.remove(&s.top).unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    assert!(
+        matches!(err, CgroupError::Busy { ref pids, .. } if pids == &[pid]),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&pod) && msg.contains(&pid.to_string()),
+        "{msg}"
+    );
+    for dir in &dirs {
+        assert!(dir.is_dir(), "{} removed although busy", dir.display());
+    }
+
+    s.kill(pid);
+    s.cg.remove(&s.top).unwrap();
+    for dir in s.dirs(&s.top) {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    // Removing twice is fine.
+    s.cg.remove(&s.top).unwrap();
+    s.cg.remove(&pod).unwrap();
+}
+
+#[test]
+fn page_cache_shows_in_stats_and_is_reclaimed_on_remove() {
+    if !is_root() {
+        return;
+    }
+    let mut s = Scratch::new();
+    let pod = s.rel("pod-cache");
+    s.cg.create(&pod).unwrap();
+
+    // Written with O_DIRECT, so the file is not in the page cache (nor charged to this
+    // test's own cgroup) until the pod reads it.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = tmp.path().join("data");
+    let size_mib = 16;
+    let status = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args([
+            "bs=1M",
+            &format!("count={size_mib}"),
+            "oflag=direct",
+            "status=none",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let read_in_pod = |s: &mut Scratch| {
+        let mut gate = s.spawn_gated(Path::new("cat"), &[file.to_str().unwrap()], &[]);
+        s.cg.add_pid(&pod, gate.pid).unwrap();
+        gate.open();
+        assert!(s.wait(gate.pid).success());
+    };
+
+    read_in_pod(&mut s);
+    let before = s.cg.stats(&pod).unwrap();
+    eprintln!("after reading {size_mib} MiB: {before:?}");
+    assert!(
+        before.memory_usage_bytes >= size_mib / 2 * MIB,
+        "{before:?}"
+    );
+    assert!(
+        before.memory_usage_bytes > before.memory_working_set_bytes + size_mib / 2 * MIB,
+        "page cache not counted as inactive: {before:?}"
+    );
+    assert!(before.cpu_usage_ns > 0, "{before:?}");
+    assert!(s.cg.pids(&pod).unwrap().is_empty());
+
+    // reclaim drops the cache the exited reader left charged to the pod.
+    s.cg.reclaim(&pod).unwrap();
+    let after = s.cg.stats(&pod).unwrap();
+    eprintln!("after reclaim: {after:?}");
+    assert!(
+        after.memory_usage_bytes + size_mib / 2 * MIB <= before.memory_usage_bytes,
+        "{after:?}"
+    );
+
+    // Charged again, then remove with the cache still there (reclaim inside remove).
+    read_in_pod(&mut s);
+    assert!(s.cg.stats(&pod).unwrap().memory_usage_bytes >= size_mib / 2 * MIB);
+    s.cg.remove(&s.top).unwrap();
+    assert!(!s.memory_dir(&pod).exists());
+    assert!(s.cg.stats(&pod).unwrap_err().is_not_found());
+}
+
+#[test]
+fn oom_kills_are_counted_in_the_container_and_the_pod() {
+    if !is_root() {
+        return;
+    }
+    let mut s = Scratch::new();
+    let pod = s.rel("pod-oom");
+    let ctr = format!("{pod}/ctr");
+    s.cg.create(&ctr).unwrap();
+    let mem = s.memory_dir(&ctr);
+    if mem.join("memory.limit_in_bytes").exists() {
+        std::fs::write(mem.join("memory.limit_in_bytes"), (8 * MIB).to_string()).unwrap();
+    } else {
+        std::fs::write(mem.join("memory.max"), (8 * MIB).to_string()).unwrap();
+        if mem.join("memory.swap.max").exists() {
+            std::fs::write(mem.join("memory.swap.max"), "0").unwrap();
+        }
+    }
+    assert_eq!(s.cg.oom_kills(&pod).unwrap(), 0);
+
+    // This test binary, re-executed to run only `hog_helper`, allocates 64 MiB.
+    let exe = std::env::current_exe().unwrap();
+    let mut gate = s.spawn_gated(
+        &exe,
+        &["--exact", "hog_helper", "--nocapture", "--test-threads=1"],
+        &[(HOG_ENV, "64")],
+    );
+    s.cg.add_pid(&ctr, gate.pid).unwrap();
+    gate.open();
+    let status = s.wait(gate.pid);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "hog was not OOM-killed: {status:?}"
+    );
+
+    assert!(s.cg.oom_kills(&ctr).unwrap() >= 1);
+    assert!(
+        s.cg.oom_kills(&pod).unwrap() >= 1,
+        "pod does not count its container's kill"
+    );
+    s.cg.remove(&s.top).unwrap();
+}
+
+/// Not a test on its own: allocates and touches `$KRAAL_CGROUPS_TEST_HOG` MiB when
+/// re-executed by `oom_kills_are_counted_in_the_container_and_the_pod`.
+#[test]
+fn hog_helper() {
+    let Some(mib) = std::env::var(HOG_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let mut hog = vec![0u8; mib << 20];
+    for i in (0..hog.len()).step_by(4096) {
+        hog[i] = 1;
+    }
+    std::hint::black_box(&hog);
+}
+
+#[test]
+fn invalid_and_missing_paths() {
+    if !is_root() {
+        return;
+    }
+    let s = Scratch::new();
+    let err = s.cg.create("/kraal-test/../process_api").unwrap_err();
+    assert!(matches!(err, CgroupError::InvalidPath { .. }), "{err}");
+    // Never created: removing is a no-op, stats say which cgroup is missing.
+    s.cg.remove(&s.rel("never")).unwrap();
+    let err = s.cg.stats(&s.rel("never")).unwrap_err();
+    assert!(err.to_string().contains(&s.rel("never")), "{err}");
+}
