@@ -16,6 +16,7 @@ mod fs;
 mod mountinfo;
 mod path;
 mod remove;
+mod resources;
 mod stat_file;
 mod stats;
 mod v1;
@@ -29,6 +30,7 @@ use tracing::debug;
 
 pub use error::CgroupError;
 pub use path::CgroupPath;
+pub use resources::{Resources, shares_to_weight};
 pub use stats::CgroupStats;
 
 /// Where the kernel says what is mounted.
