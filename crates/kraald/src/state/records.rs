@@ -1,0 +1,100 @@
+//! The records kraald keeps per sandbox and container, as written to the state dir.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub created_at_unix_nanos: i64,
+    pub state: SandboxState,
+    pub runtime_handler: String,
+    pub hostname: String,
+    pub log_directory: String,
+    /// cgroupfs form, e.g. `/kubepods/besteffort/pod<uid>`.
+    pub cgroup_parent: String,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    /// CRI NamespaceMode of the PID namespace: 0 POD, 1 CONTAINER, 2 NODE.
+    pub pid_mode: i32,
+    pub net_ns: Option<PathBuf>,
+    pub ipc_ns: Option<PathBuf>,
+    pub uts_ns: Option<PathBuf>,
+    pub shm: Option<PathBuf>,
+    pub etc_hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub etc_hostname: PathBuf,
+    pub sysctls: BTreeMap<String, String>,
+    pub privileged: bool,
+    /// The pod's shared-PID infra process, when it has one: (pid, start time).
+    pub infra: Option<(i32, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub selinux_relabel: bool,
+    pub propagation: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The image as the request named it, and the image id it resolved to.
+    pub image: String,
+    pub image_id: String,
+    pub created_at_unix_nanos: i64,
+    pub started_at_unix_nanos: i64,
+    pub finished_at_unix_nanos: i64,
+    pub state: ContainerState,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    /// Full path of the CRI log file; empty when kubelet asked for none.
+    pub log_path: String,
+    pub mounts: Vec<MountRecord>,
+    /// cgroupfs form: `<cgroup_parent>/kraal-<id>`.
+    pub cgroups_path: String,
+    /// The container's init and its monitor, each as (pid, start time): a pid alone could
+    /// be reused by an unrelated process after a restart.
+    pub pid: i32,
+    pub pid_start_time: u64,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+    pub stop_signal: Option<String>,
+    pub tty: bool,
+    /// The CRI LinuxContainerResources as last applied, protobuf-encoded (for status).
+    #[serde(default)]
+    pub resources: Vec<u8>,
+}

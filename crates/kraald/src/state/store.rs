@@ -1,0 +1,325 @@
+//! The in-memory maps and their files: `<state>/sandboxes/<id>.json` and
+//! `<state>/containers/<id>.json`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{ContainerRecord, SandboxRecord};
+
+#[derive(Default)]
+struct Maps {
+    sandboxes: HashMap<String, SandboxRecord>,
+    containers: HashMap<String, ContainerRecord>,
+    /// Names being created right now, so two concurrent creates of one name cannot both win.
+    reserved: HashSet<String>,
+}
+
+pub struct StateStore {
+    dir: PathBuf,
+    maps: Mutex<Maps>,
+}
+
+/// A held name; dropping it releases the name (the record, once saved, keeps it taken).
+pub struct Reservation {
+    store: Arc<StateStore>,
+    key: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.store.lock().reserved.remove(&self.key);
+    }
+}
+
+impl StateStore {
+    /// Opens the state dir and reads every record back. A record that cannot be read is
+    /// moved aside (never silently dropped) and reported.
+    pub fn open(dir: &Path) -> std::io::Result<(Self, Vec<String>)> {
+        let mut maps = Maps::default();
+        let mut problems = Vec::new();
+        for kind in ["sandboxes", "containers"] {
+            std::fs::create_dir_all(dir.join(kind))?;
+        }
+        for (id, record) in read_all::<SandboxRecord>(&dir.join("sandboxes"), &mut problems)? {
+            maps.sandboxes.insert(id, record);
+        }
+        for (id, record) in read_all::<ContainerRecord>(&dir.join("containers"), &mut problems)? {
+            maps.containers.insert(id, record);
+        }
+        Ok((
+            StateStore {
+                dir: dir.to_path_buf(),
+                maps: Mutex::new(maps),
+            },
+            problems,
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave the maps half-updated (every update is
+        // a single insert or remove), so a poisoned lock is still safe to use.
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn sandbox(&self, id: &str) -> Option<SandboxRecord> {
+        self.lock().sandboxes.get(id).cloned()
+    }
+
+    pub fn sandboxes(&self) -> Vec<SandboxRecord> {
+        self.lock().sandboxes.values().cloned().collect()
+    }
+
+    pub fn container(&self, id: &str) -> Option<ContainerRecord> {
+        self.lock().containers.get(id).cloned()
+    }
+
+    pub fn containers(&self) -> Vec<ContainerRecord> {
+        self.lock().containers.values().cloned().collect()
+    }
+
+    pub fn containers_of(&self, sandbox_id: &str) -> Vec<ContainerRecord> {
+        self.lock()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Resolves a full id or a unique prefix of one (crictl users type prefixes).
+    pub fn resolve_container(&self, id: &str) -> Option<String> {
+        resolve(self.lock().containers.keys(), id)
+    }
+
+    pub fn resolve_sandbox(&self, id: &str) -> Option<String> {
+        resolve(self.lock().sandboxes.keys(), id)
+    }
+
+    /// Reserves `key` unless a record or another create holds it; `taken` says who does.
+    pub fn reserve(
+        self: &Arc<Self>,
+        key: String,
+        taken: impl Fn(&RecordsView) -> Option<String>,
+    ) -> Result<Reservation, String> {
+        let mut maps = self.lock();
+        let view = RecordsView {
+            sandboxes: &maps.sandboxes,
+            containers: &maps.containers,
+        };
+        if let Some(holder) = taken(&view) {
+            return Err(holder);
+        }
+        if !maps.reserved.insert(key.clone()) {
+            return Err("a request being served right now".to_string());
+        }
+        Ok(Reservation {
+            store: self.clone(),
+            key,
+        })
+    }
+
+    pub fn save_sandbox(&self, record: &SandboxRecord) -> std::io::Result<()> {
+        write_record(&self.dir.join("sandboxes"), &record.id, record)?;
+        self.lock()
+            .sandboxes
+            .insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    pub fn save_container(&self, record: &ContainerRecord) -> std::io::Result<()> {
+        write_record(&self.dir.join("containers"), &record.id, record)?;
+        self.lock()
+            .containers
+            .insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    /// Changes a container record in place and saves it; None when it is gone.
+    pub fn update_container(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> std::io::Result<Option<ContainerRecord>> {
+        let Some(mut record) = self.container(id) else {
+            return Ok(None);
+        };
+        change(&mut record);
+        self.save_container(&record)?;
+        Ok(Some(record))
+    }
+
+    pub fn update_sandbox(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut SandboxRecord),
+    ) -> std::io::Result<Option<SandboxRecord>> {
+        let Some(mut record) = self.sandbox(id) else {
+            return Ok(None);
+        };
+        change(&mut record);
+        self.save_sandbox(&record)?;
+        Ok(Some(record))
+    }
+
+    pub fn delete_sandbox(&self, id: &str) -> std::io::Result<()> {
+        remove_record(&self.dir.join("sandboxes"), id)?;
+        self.lock().sandboxes.remove(id);
+        Ok(())
+    }
+
+    pub fn delete_container(&self, id: &str) -> std::io::Result<()> {
+        remove_record(&self.dir.join("containers"), id)?;
+        self.lock().containers.remove(id);
+        Ok(())
+    }
+}
+
+/// A read-only view of the maps for reservation checks.
+pub struct RecordsView<'a> {
+    pub sandboxes: &'a HashMap<String, SandboxRecord>,
+    pub containers: &'a HashMap<String, ContainerRecord>,
+}
+
+fn resolve<'a>(ids: impl Iterator<Item = &'a String>, wanted: &str) -> Option<String> {
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut found = None;
+    for id in ids {
+        if id == wanted {
+            return Some(id.clone());
+        }
+        if id.starts_with(wanted) {
+            if found.is_some() {
+                return None; // ambiguous prefix
+            }
+            found = Some(id.clone());
+        }
+    }
+    found
+}
+
+fn write_record<T: Serialize>(dir: &Path, id: &str, record: &T) -> std::io::Result<()> {
+    let path = dir.join(format!("{id}.json"));
+    let tmp = dir.join(format!(".{id}.json.tmp"));
+    let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    // The rename is durable only once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_record(dir: &Path, id: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(format!("{id}.json"))) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_all<T: DeserializeOwned>(
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> std::io::Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            // A temp file from a write a crash interrupted: the old record (if any) stands.
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(record) => out.push((id.to_string(), record)),
+            Err(err) => {
+                let aside = path.with_extension("json.unreadable");
+                let _ = std::fs::rename(&path, &aside);
+                problems.push(format!(
+                    "{}: {err} (moved to {})",
+                    path.display(),
+                    aside.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_resolve_only_when_unique() {
+        let ids = ["abc123".to_string(), "abd456".to_string()];
+        assert_eq!(resolve(ids.iter(), "abc"), Some("abc123".into()));
+        assert_eq!(resolve(ids.iter(), "ab"), None);
+        assert_eq!(resolve(ids.iter(), "abd456"), Some("abd456".into()));
+        assert_eq!(resolve(ids.iter(), ""), None);
+        assert_eq!(resolve(ids.iter(), "x"), None);
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_the_old_record_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, problems) = StateStore::open(dir.path()).unwrap();
+        assert!(problems.is_empty());
+        let record = sample("c1");
+        store.save_container(&record).unwrap();
+        // A crash between create and rename leaves a temp file behind.
+        std::fs::write(dir.path().join("containers/.c1.json.tmp"), b"{\"trunc").unwrap();
+        // A corrupt record (written by something else) is moved aside, not fatal.
+        std::fs::write(dir.path().join("containers/c2.json"), b"garbage").unwrap();
+        let (store, problems) = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.container("c1"), Some(record));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(dir.path().join("containers/c2.json.unreadable").exists());
+        assert!(!dir.path().join("containers/.c1.json.tmp").exists());
+    }
+
+    fn sample(id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: "s".into(),
+            name: "n".into(),
+            attempt: 0,
+            labels: Default::default(),
+            annotations: Default::default(),
+            image: "busybox".into(),
+            image_id: "sha256:x".into(),
+            created_at_unix_nanos: 1,
+            started_at_unix_nanos: 0,
+            finished_at_unix_nanos: 0,
+            state: super::super::ContainerState::Created,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path: String::new(),
+            mounts: vec![],
+            cgroups_path: "/kraal/x".into(),
+            pid: 1,
+            pid_start_time: 2,
+            monitor_pid: 3,
+            monitor_start_time: 4,
+            stop_signal: None,
+            tty: false,
+            resources: vec![],
+        }
+    }
+}
