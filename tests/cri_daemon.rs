@@ -71,11 +71,11 @@ async fn calls_not_built_yet_answer_unimplemented_with_their_name() {
     let err = kraald
         .runtime()
         .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .attach(cri::AttachRequest::default())
         .await
-        .expect_err("RunPodSandbox is not built yet");
+        .expect_err("Attach (the streaming server) is not built yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(err.message().contains("Attach"), "{}", err.message());
 }
 
 #[tokio::test]

@@ -17,6 +17,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use kraal_api::runtime::v1 as cri;
 
+mod pods;
+pub use pods::*;
+
 /// How long kraald may take to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -54,7 +57,7 @@ impl Kraald {
     /// Starts kraald with `extra_config` appended to a config that points it at temp dirs.
     pub async fn start(extra_config: &str) -> Kraald {
         let dir = tempfile::Builder::new()
-            .prefix("kraal-e2e-")
+            .prefix("kre-")
             .tempdir()
             .expect("temp dir");
         let socket = dir.path().join("kraal.sock");
@@ -166,6 +169,11 @@ impl Kraald {
 
 impl Drop for Kraald {
     fn drop(&mut self) {
+        // Pods outlive kraald by design; a test (even a failed one) must not leave its pods,
+        // processes, mounts and cgroups on the machine.
+        if self.child.is_some() {
+            remove_all_pods(&self.socket);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             wait_with_timeout(&mut child, Duration::from_secs(10));

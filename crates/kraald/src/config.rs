@@ -22,6 +22,8 @@ pub struct Config {
     pub root: PathBuf,
     pub state: PathBuf,
     pub cgroup_driver: CgroupDriver,
+    pub monitor_path: PathBuf,
+    pub seccomp_profile_root: PathBuf,
     pub log: LogConfig,
     pub registry: RegistryConfig,
 }
@@ -55,6 +57,8 @@ impl Default for Config {
             root: PathBuf::from("/var/lib/kraal"),
             state: PathBuf::from("/run/kraal"),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            monitor_path: PathBuf::new(),
+            seccomp_profile_root: PathBuf::from("/var/lib/kubelet/seccomp"),
             log: LogConfig::default(),
             registry: RegistryConfig::default(),
         }

@@ -13,8 +13,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::cri::{ImageHandler, RuntimeHandler};
+use crate::cri::{ImageHandler, InUse, RuntimeHandler};
+use crate::runtime::Runtime;
+use crate::state::StateStore;
 use crate::{lock, socket};
+use kraal_cgroups::Cgroups;
 
 /// kubelet sends and accepts messages up to 16 MiB; so do we.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -31,9 +34,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the image store in {}", images_dir.display()))?;
     let images = Arc::new(images);
 
+    let (state, problems) = StateStore::open(&config.state)
+        .with_context(|| format!("opening the state dir {}", config.state.display()))?;
+    for problem in problems {
+        tracing::error!("unreadable state record: {problem}");
+    }
+    let cgroups = Cgroups::detect().context("finding the node's cgroup hierarchies")?;
+    let monitor_bin = monitor_binary(&config)?;
+    let runtime = Runtime::new(
+        config.clone(),
+        images.clone(),
+        Arc::new(state),
+        cgroups,
+        monitor_bin,
+    );
+    runtime.recover();
+
     let (listener, socket_file) = socket::bind(&config.socket, &config.socket_group)?;
-    let runtime = RuntimeHandler::new(config.clone());
-    let image = ImageHandler::new(images);
+    let in_use: InUse = {
+        let runtime = runtime.clone();
+        Arc::new(move |image_id: &str| runtime.container_using_image(image_id))
+    };
+    let image = ImageHandler::new(images, in_use);
+    let runtime = RuntimeHandler::new(config.clone(), runtime);
 
     tracing::info!(
         socket = %config.socket.display(),
@@ -79,6 +102,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     served.context("serving the CRI socket")?;
     tracing::info!("kraald stopped; containers, if any, keep running");
     Ok(())
+}
+
+/// The monitor binary: configured, or the one installed beside kraald.
+fn monitor_binary(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    let path = if config.monitor_path.as_os_str().is_empty() {
+        std::env::current_exe()
+            .context("finding kraald's own binary")?
+            .with_file_name("kraal-monitor")
+    } else {
+        config.monitor_path.clone()
+    };
+    if !path.is_file() {
+        anyhow::bail!(
+            "the container monitor {} does not exist; install kraal-monitor beside kraald or set monitor_path",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 fn make_dir(path: &Path, mode: u32) -> anyhow::Result<()> {

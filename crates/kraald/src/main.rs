@@ -1,11 +1,15 @@
 //! kraald: kraal's CRI daemon. kubelet talks to it over a unix socket, as to containerd.
 
+mod clock;
 mod config;
 mod cri;
 mod daemon;
 mod lock;
 mod logging;
+mod pod_infra;
+mod runtime;
 mod socket;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +42,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A shared-PID pod's infra process is this binary; it must not parse kraald's flags.
+    if std::env::args().nth(1).as_deref() == Some(pod_infra::ARG) {
+        pod_infra::main();
+    }
     let cli = Cli::parse();
     if cli.print_default_config {
         print!("{}", config::DEFAULT_CONFIG_TOML);

@@ -19,13 +19,17 @@ use super::{image_fs_info, image_status, list_images, pull_image, remove_image, 
 
 type ImageBatches = Pin<Box<dyn Stream<Item = Result<StreamImagesResponse, Status>> + Send>>;
 
+/// Who uses an image (a container id), for RemoveImage's in-use refusal.
+pub type InUse = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 pub struct ImageHandler {
     store: Arc<ImageStore>,
+    in_use: InUse,
 }
 
 impl ImageHandler {
-    pub fn new(store: Arc<ImageStore>) -> Self {
-        ImageHandler { store }
+    pub fn new(store: Arc<ImageStore>, in_use: InUse) -> Self {
+        ImageHandler { store, in_use }
     }
 
     async fn blocking<T, F>(&self, call: F) -> Result<Response<T>, Status>
@@ -77,7 +81,8 @@ impl ImageService for ImageHandler {
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let request = request.into_inner();
-        self.blocking(move |store| remove_image::remove_image(store, request))
+        let in_use = self.in_use.clone();
+        self.blocking(move |store| remove_image::remove_image(store, request, &*in_use))
             .await
     }
 

@@ -10,12 +10,10 @@ use super::images::requested_image;
 pub fn remove_image(
     store: &ImageStore,
     request: RemoveImageRequest,
+    in_use: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RemoveImageResponse, Status> {
     let spec = requested_image("RemoveImage", request.image.as_ref())?;
-    // No container exists yet in this build, so no image is in use; when containers
-    // arrive this asks their store.
-    let in_use = |_id: &str| -> Option<String> { None };
-    store.remove(spec, &in_use).map_err(image_error)?;
+    store.remove(spec, in_use).map_err(image_error)?;
     tracing::info!(image = %spec, "removed image");
     Ok(RemoveImageResponse {})
 }

@@ -3,6 +3,7 @@
 //! lacks a feature.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use kraal_api::runtime::v1 as cri;
@@ -10,16 +11,23 @@ use kraal_api::runtime::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::error::not_implemented;
-use super::{runtime_config, status, version};
+use super::{
+    container_stats, container_status, create_container, exec_sync, get_container_events,
+    list_containers, list_pod_sandbox, pod_sandbox_stats, pod_sandbox_status, remove_container,
+    remove_pod_sandbox, reopen_container_log, run_pod_sandbox, runtime_config, start_container,
+    status, stop_container, stop_pod_sandbox, update_container_resources, version,
+};
 use crate::config::Config;
+use crate::runtime::Runtime;
 
 pub struct RuntimeHandler {
     config: Config,
+    runtime: Arc<Runtime>,
 }
 
 impl RuntimeHandler {
-    pub fn new(config: Config) -> Self {
-        RuntimeHandler { config }
+    pub fn new(config: Config, runtime: Arc<Runtime>) -> Self {
+        RuntimeHandler { config, runtime }
     }
 }
 
@@ -44,100 +52,127 @@ impl RuntimeService for RuntimeHandler {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(not_implemented("RunPodSandbox"))
+        run_pod_sandbox::run_pod_sandbox(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(not_implemented("StopPodSandbox"))
+        stop_pod_sandbox::stop_pod_sandbox(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(not_implemented("RemovePodSandbox"))
+        remove_pod_sandbox::remove_pod_sandbox(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(not_implemented("PodSandboxStatus"))
+        pod_sandbox_status::pod_sandbox_status(&self.runtime, request.into_inner())
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(not_implemented("ListPodSandbox"))
+        Ok(Response::new(list_pod_sandbox::list_pod_sandbox(
+            &self.runtime,
+            request.into_inner(),
+        )))
     }
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(not_implemented("CreateContainer"))
+        create_container::create_container(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(not_implemented("StartContainer"))
+        start_container::start_container(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(not_implemented("StopContainer"))
+        stop_container::stop_container(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(not_implemented("RemoveContainer"))
+        remove_container::remove_container(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(not_implemented("ListContainers"))
+        Ok(Response::new(list_containers::list_containers(
+            &self.runtime,
+            request.into_inner(),
+        )))
     }
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(not_implemented("ContainerStatus"))
+        container_status::container_status(&self.runtime, request.into_inner()).map(Response::new)
     }
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(not_implemented("UpdateContainerResources"))
+        update_container_resources::update_container_resources(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(not_implemented("ReopenContainerLog"))
+        reopen_container_log::reopen_container_log(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(not_implemented("ExecSync"))
+        exec_sync::exec_sync(&self.runtime, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn exec(
@@ -163,30 +198,36 @@ impl RuntimeService for RuntimeHandler {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(not_implemented("ContainerStats"))
+        container_stats::container_stats(&self.runtime, request.into_inner()).map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(not_implemented("ListContainerStats"))
+        Ok(Response::new(container_stats::list_container_stats(
+            &self.runtime,
+            request.into_inner(),
+        )))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(not_implemented("PodSandboxStats"))
+        pod_sandbox_stats::pod_sandbox_stats(&self.runtime, request.into_inner()).map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(not_implemented("ListPodSandboxStats"))
+        Ok(Response::new(pod_sandbox_stats::list_pod_sandbox_stats(
+            &self.runtime,
+            request.into_inner(),
+        )))
     }
 
     async fn update_runtime_config(
@@ -217,7 +258,9 @@ impl RuntimeService for RuntimeHandler {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_implemented("GetContainerEvents"))
+        Ok(Response::new(Box::pin(
+            get_container_events::get_container_events(&self.runtime),
+        )))
     }
 
     async fn list_metric_descriptors(

@@ -1,0 +1,30 @@
+//! Undoing a container's node-side parts, for a failed CreateContainer and for
+//! RemoveContainer. Every step tolerates having been done (or never done).
+
+use crate::runtime::Runtime;
+
+pub fn undo_create(runtime: &Runtime, id: &str, cgroups_path: &str) {
+    let layout = &runtime.layout;
+    if let Err(err) = kraal_runtime::monitor::client::delete(
+        &runtime.monitor_bin,
+        &layout.libcontainer_root(),
+        id,
+    ) {
+        tracing::warn!(container = %id, %err, "libcontainer delete");
+    }
+    if let Err(err) = kraal_runtime::rootfs::unmount_rootfs(&layout.rootfs(id)) {
+        tracing::warn!(container = %id, %err, "unmounting the rootfs");
+    }
+    if let Err(err) = runtime.cgroups.remove(cgroups_path) {
+        tracing::warn!(container = %id, %err, "removing the container cgroup");
+    }
+    // The monitor removes its socket when it exits; one that was killed leaves it.
+    let _ = std::fs::remove_file(layout.control_socket(id));
+    for dir in [layout.container_dir(id), layout.writable_dir(id)] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => tracing::warn!(container = %id, %err, dir = %dir.display(), "removing"),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `ExecSync`: run a command in a running container and return its stdout, stderr and exit
+//! code. The exec is done by a short-lived `kraal-monitor exec` (libcontainer forks from its
+//! caller; kraald's threads must not be forked), which also enforces the timeout by killing
+//! the command.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kraal_api::runtime::v1 as cri;
+use kraal_runtime::monitor::{ExecConfig, ExecResult};
+use tokio::io::AsyncReadExt;
+use tonic::Status;
+
+use crate::runtime::{Runtime, internal, io_status, new_id};
+use crate::state::ContainerState;
+
+/// kubelet caps exec output at 16 MiB; past that the output is truncated, not buffered.
+const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+/// Time the helper gets beyond the command's own timeout to kill it and report.
+const HELPER_GRACE: Duration = Duration::from_secs(10);
+/// How long output may still arrive after the command exited.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+pub async fn exec_sync(
+    runtime: &Arc<Runtime>,
+    request: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse, Status> {
+    let id = runtime
+        .state
+        .resolve_container(&request.container_id)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "ExecSync: container {:?} not found",
+                request.container_id
+            ))
+        })?;
+    let record = runtime
+        .state
+        .container(&id)
+        .ok_or_else(|| Status::not_found(format!("ExecSync: container {id} not found")))?;
+    if record.state != ContainerState::Running {
+        return Err(Status::failed_precondition(format!(
+            "ExecSync: container {id} is not running ({:?})",
+            record.state
+        )));
+    }
+    if request.cmd.is_empty() {
+        return Err(Status::invalid_argument("ExecSync: cmd must not be empty"));
+    }
+    let layout = &runtime.layout;
+    let exec_id = new_id().map_err(|e| io_status("ExecSync: making an id", e))?;
+    let dir = layout.container_dir(&id);
+    let process_file = dir.join(format!("exec-{}.json", &exec_id[..16]));
+    let config_file = dir.join(format!("exec-{}.cfg.json", &exec_id[..16]));
+    let result_file = dir.join(format!("exec-{}.result.json", &exec_id[..16]));
+    let _cleanup = RemoveOnDrop(vec![
+        process_file.clone(),
+        config_file.clone(),
+        result_file.clone(),
+    ]);
+
+    let process = exec_process(&layout.bundle(&id).join("config.json"), &request.cmd)?;
+    std::fs::write(&process_file, process.to_string())
+        .map_err(|e| io_status(format!("writing {}", process_file.display()), e))?;
+    let config = ExecConfig {
+        id: id.clone(),
+        libcontainer_root: layout.libcontainer_root(),
+        process: process_file.clone(),
+        timeout_ms: (request.timeout.max(0) as u64) * 1000,
+        unified_cgroup: match runtime.cgroups.hierarchy() {
+            kraal_cgroups::Hierarchy::Hybrid => {
+                crate::runtime::unified_dir(runtime, &record.cgroups_path)
+            }
+            _ => None,
+        },
+        result_file: result_file.clone(),
+    };
+    let json =
+        serde_json::to_vec(&config).map_err(|e| internal("serialising the exec config", e))?;
+    std::fs::write(&config_file, json)
+        .map_err(|e| io_status(format!("writing {}", config_file.display()), e))?;
+
+    let mut child = tokio::process::Command::new(&runtime.monitor_bin)
+        .arg("exec")
+        .arg("--config")
+        .arg(&config_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            io_status(
+                format!("ExecSync: running {}", runtime.monitor_bin.display()),
+                e,
+            )
+        })?;
+    let stdout = Captured::spawn(child.stdout.take());
+    let stderr = Captured::spawn(child.stderr.take());
+    let limit = if request.timeout > 0 {
+        Duration::from_secs(request.timeout as u64) + HELPER_GRACE
+    } else {
+        Duration::from_secs(24 * 3600)
+    };
+    let status = tokio::time::timeout(limit, child.wait())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!("ExecSync: the exec helper for {id} did not finish"))
+        })?;
+    // The command has exited. A process it left in the background may still hold the
+    // pipes open; take what is there after a short grace instead of waiting for it.
+    let stdout = stdout.finish().await;
+    let stderr = stderr.finish().await;
+    let status = status.map_err(|e| io_status("ExecSync: waiting for the exec helper", e))?;
+    let result: Option<ExecResult> = std::fs::read(&result_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(result) = result else {
+        // The helper failed before running the command; what it said is on its stderr.
+        return Err(Status::failed_precondition(format!(
+            "ExecSync: exec in container {id} failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        )));
+    };
+    if result.timed_out {
+        return Err(Status::deadline_exceeded(format!(
+            "ExecSync: command {:?} timed out after {} s and was killed",
+            request.cmd, request.timeout
+        )));
+    }
+    Ok(cri::ExecSyncResponse {
+        stdout,
+        stderr,
+        exit_code: result.exit_code,
+    })
+}
+
+/// The container's own process settings (env, cwd, user, capabilities) with `cmd` as args.
+fn exec_process(
+    bundle_config: &std::path::Path,
+    cmd: &[String],
+) -> Result<serde_json::Value, Status> {
+    let bytes = std::fs::read(bundle_config)
+        .map_err(|e| io_status(format!("reading {}", bundle_config.display()), e))?;
+    let spec: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| internal("parsing the container's OCI spec", e))?;
+    let mut process = spec
+        .get("process")
+        .cloned()
+        .ok_or_else(|| Status::internal("the container's OCI spec has no process"))?;
+    process["args"] = serde_json::json!(cmd);
+    process["terminal"] = serde_json::json!(false);
+    Ok(process)
+}
+
+/// One output pipe read into a buffer (at most MAX_OUTPUT bytes kept; the rest drained so
+/// the writer never blocks on a full pipe).
+struct Captured {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Captured {
+    fn spawn<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: Option<R>) -> Self {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let task = tokio::spawn(async move {
+            let Some(mut reader) = reader else { return };
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let mut out = sink.lock().unwrap_or_else(|p| p.into_inner());
+                        let room = (MAX_OUTPUT as usize).saturating_sub(out.len());
+                        out.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                }
+            }
+        });
+        Captured { buffer, task }
+    }
+
+    async fn finish(self) -> Vec<u8> {
+        let mut task = self.task;
+        if tokio::time::timeout(DRAIN_GRACE, &mut task).await.is_err() {
+            task.abort();
+        }
+        std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `RunPodSandbox`: validate, reserve the name, then build the pod's node-side parts —
+//! cgroup, pinned namespaces, /dev/shm, hosts/resolv.conf/hostname, the infra process when
+//! the pod shares one PID namespace — undoing all of it if any step fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kraal_api::runtime::v1 as cri;
+use kraal_runtime::sandbox::{self, DnsSettings, NamespaceSet};
+use tonic::Status;
+
+use super::sandbox_teardown::teardown_sandbox;
+use crate::runtime::{Runtime, internal, io_status, new_id};
+use crate::state::{SandboxRecord, SandboxState};
+
+/// CRI NamespaceMode values.
+pub const NS_POD: i32 = 0;
+pub const NS_NODE: i32 = 2;
+
+pub async fn run_pod_sandbox(
+    runtime: &Arc<Runtime>,
+    request: cri::RunPodSandboxRequest,
+) -> Result<cri::RunPodSandboxResponse, Status> {
+    let config = request
+        .config
+        .ok_or_else(|| Status::invalid_argument("RunPodSandbox: config is required"))?;
+    let metadata = config.metadata.clone().ok_or_else(|| {
+        Status::invalid_argument(
+            "RunPodSandbox: config.metadata (name, namespace, uid) is required",
+        )
+    })?;
+    for (field, value) in [
+        ("name", &metadata.name),
+        ("namespace", &metadata.namespace),
+        ("uid", &metadata.uid),
+    ] {
+        if value.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "RunPodSandbox: config.metadata.{field} must not be empty"
+            )));
+        }
+    }
+    if !request.runtime_handler.is_empty() && request.runtime_handler != "kraal" {
+        return Err(Status::invalid_argument(format!(
+            "RunPodSandbox: runtime handler {:?} is not configured; kraal has only the default handler (\"\" or \"kraal\")",
+            request.runtime_handler
+        )));
+    }
+    let linux = config.linux.clone().unwrap_or_default();
+    let security = linux.security_context.clone().unwrap_or_default();
+    let ns = security.namespace_options.clone().unwrap_or_default();
+    let host_network = ns.network == NS_NODE;
+    let host_ipc = ns.ipc == NS_NODE;
+    if ns.pid == 3 {
+        return Err(Status::invalid_argument(
+            "RunPodSandbox: namespace_options.pid TARGET is for containers, not pod sandboxes",
+        ));
+    }
+    if ns
+        .userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode != NS_NODE)
+    {
+        return Err(Status::invalid_argument(
+            "RunPodSandbox: user namespaces (namespace_options.userns_options mode POD) are not supported by kraal yet; use NODE",
+        ));
+    }
+    let cgroup_parent = if linux.cgroup_parent.is_empty() {
+        None
+    } else {
+        Some(validate_cgroup_parent(&linux.cgroup_parent)?)
+    };
+    let hostname = if config.hostname.is_empty() {
+        metadata.name.clone()
+    } else {
+        config.hostname.clone()
+    };
+
+    // The pod's identity is (name, namespace, uid, attempt): kubelet retries with a new
+    // attempt, never reuses one.
+    let key = format!(
+        "pod/{}/{}/{}/{}",
+        metadata.namespace, metadata.name, metadata.uid, metadata.attempt
+    );
+    let wanted = metadata.clone();
+    let _reservation = runtime
+        .state
+        .reserve(key, |view| {
+            view.sandboxes
+                .values()
+                .find(|s| {
+                    s.name == wanted.name
+                        && s.namespace == wanted.namespace
+                        && s.uid == wanted.uid
+                        && s.attempt == wanted.attempt
+                })
+                .map(|s| s.id.clone())
+        })
+        .map_err(|holder| {
+            Status::already_exists(format!(
+                "RunPodSandbox: pod {}/{} (uid {}, attempt {}) already exists as sandbox {holder}",
+                metadata.namespace, metadata.name, metadata.uid, metadata.attempt
+            ))
+        })?;
+
+    let id = new_id().map_err(|e| io_status("RunPodSandbox: making an id", e))?;
+    let dir = runtime.layout.sandbox_dir(&id);
+    let record = SandboxRecord {
+        id: id.clone(),
+        name: metadata.name.clone(),
+        namespace: metadata.namespace.clone(),
+        uid: metadata.uid.clone(),
+        attempt: metadata.attempt,
+        labels: config.labels.clone().into_iter().collect(),
+        annotations: config.annotations.clone().into_iter().collect(),
+        created_at_unix_nanos: crate::clock::now_nanos(),
+        state: SandboxState::Ready,
+        runtime_handler: request.runtime_handler.clone(),
+        hostname: hostname.clone(),
+        log_directory: config.log_directory.clone(),
+        cgroup_parent: cgroup_parent.unwrap_or_else(|| format!("/kraal/pod-{id}")),
+        host_network,
+        host_ipc,
+        pid_mode: ns.pid,
+        net_ns: None,
+        ipc_ns: None,
+        uts_ns: None,
+        shm: None,
+        etc_hosts: dir.join("hosts"),
+        resolv_conf: dir.join("resolv.conf"),
+        etc_hostname: dir.join("hostname"),
+        sysctls: linux
+            .sysctls
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        privileged: security.privileged,
+        infra: None,
+    };
+    check_sysctls(&record)?;
+    let dns = config.dns_config.as_ref().map(|d| DnsSettings {
+        servers: d.servers.clone(),
+        searches: d.searches.clone(),
+        options: d.options.clone(),
+    });
+
+    let rt = runtime.clone();
+    let (record, built) = tokio::task::spawn_blocking(move || {
+        let mut record = record;
+        let built = build(&rt, &mut record, dns);
+        (record, built)
+    })
+    .await
+    .map_err(|e| internal("RunPodSandbox task", e))?;
+    if let Err(status) = built {
+        let rt = runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(err) = teardown_sandbox(&rt, &record) {
+                tracing::error!(sandbox = %record.id, %err, "undoing a failed RunPodSandbox");
+            }
+        })
+        .await;
+        return Err(status);
+    }
+    tracing::info!(sandbox = %id, pod = %format!("{}/{}", record.namespace, record.name), host_network, "pod sandbox ready");
+    Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+/// Builds every node-side part, recording each in `record` as it goes so that a failure
+/// can be undone exactly.
+fn build(
+    runtime: &Runtime,
+    record: &mut SandboxRecord,
+    dns: Option<DnsSettings>,
+) -> Result<(), Status> {
+    let dir = runtime.layout.sandbox_dir(&record.id);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| io_status(format!("creating {}", dir.display()), e))?;
+    runtime
+        .cgroups
+        .create(&record.cgroup_parent)
+        .map_err(|e| Status::internal(format!("creating the pod cgroup: {e}")))?;
+    let want = NamespaceSet {
+        net: !record.host_network,
+        ipc: !record.host_ipc,
+        // hostNetwork pods share the node's UTS namespace too, as with containerd.
+        uts: !record.host_network,
+    };
+    let pinned =
+        sandbox::pin_namespaces(&dir.join("ns"), want, &record.hostname).map_err(sandbox_status)?;
+    record.net_ns = pinned.net;
+    record.ipc_ns = pinned.ipc;
+    record.uts_ns = pinned.uts;
+    if !record.host_ipc {
+        let shm = dir.join("shm");
+        sandbox::mount_shm(&shm).map_err(sandbox_status)?;
+        record.shm = Some(shm);
+    }
+    sandbox::write_hostname(&record.etc_hostname, &record.hostname).map_err(sandbox_status)?;
+    sandbox::write_hosts(&record.etc_hosts, &record.hostname, record.host_network)
+        .map_err(sandbox_status)?;
+    sandbox::write_resolv_conf(&record.resolv_conf, dns.as_ref()).map_err(sandbox_status)?;
+    if record.pid_mode == NS_POD {
+        let pid = crate::pod_infra::spawn().map_err(|e| {
+            Status::internal(format!("starting the pod's shared-PID infra process: {e}"))
+        })?;
+        let start = crate::runtime::proc_start_time(pid)
+            .map_err(|e| io_status("reading the infra process's start time", e))?;
+        record.infra = Some((pid, start));
+        crate::runtime::place_in_pod_cgroup(runtime, &record.cgroup_parent, pid).map_err(|e| {
+            Status::internal(format!("placing the infra process in the pod cgroup: {e}"))
+        })?;
+    }
+    runtime
+        .state
+        .save_sandbox(record)
+        .map_err(|e| io_status("saving the sandbox record", e))?;
+    Ok(())
+}
+
+pub fn sandbox_status(err: kraal_runtime::sandbox::SandboxError) -> Status {
+    if err.is_invalid_argument() {
+        Status::invalid_argument(format!("RunPodSandbox: {err}"))
+    } else {
+        Status::internal(format!("RunPodSandbox: {err}"))
+    }
+}
+
+/// cgroupfs form only: an absolute path without `..`. The systemd form (`a-b.slice`) needs
+/// the systemd driver, which kraal does not have yet.
+fn validate_cgroup_parent(parent: &str) -> Result<String, Status> {
+    let ok = parent.starts_with('/')
+        && !parent.contains('\0')
+        && parent
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        return Err(Status::invalid_argument(format!(
+            "RunPodSandbox: linux.cgroup_parent {parent:?} is not a cgroupfs path; expected an absolute path like /kubepods/burstable/pod<uid> (the systemd form needs cgroup_driver = \"systemd\", not supported yet)"
+        )));
+    }
+    Ok(parent.trim_end_matches('/').to_string())
+}
+
+/// Namespaced sysctls only, and net.* only for pods with their own network namespace: a
+/// hostNetwork pod setting net.* would change the node.
+fn check_sysctls(record: &SandboxRecord) -> Result<(), Status> {
+    for key in record.sysctls.keys() {
+        let ipc = key.starts_with("kernel.shm")
+            || key.starts_with("kernel.msg")
+            || key == "kernel.sem"
+            || key.starts_with("fs.mqueue.");
+        let net = key.starts_with("net.");
+        if !(ipc || net) {
+            return Err(Status::invalid_argument(format!(
+                "RunPodSandbox: sysctl {key:?} is not namespaced; only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* can be set per pod"
+            )));
+        }
+        if net && record.host_network {
+            return Err(Status::invalid_argument(format!(
+                "RunPodSandbox: sysctl {key:?} needs the pod's own network namespace; a hostNetwork pod would change the node's"
+            )));
+        }
+        if ipc && record.host_ipc {
+            return Err(Status::invalid_argument(format!(
+                "RunPodSandbox: sysctl {key:?} needs the pod's own IPC namespace; a hostIPC pod would change the node's"
+            )));
+        }
+    }
+    Ok(())
+}

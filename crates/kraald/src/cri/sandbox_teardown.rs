@@ -1,0 +1,50 @@
+//! Taking a sandbox's node-side parts down, shared by StopPodSandbox, RemovePodSandbox and
+//! the undo of a failed RunPodSandbox. Every step tolerates having been done already.
+
+use kraal_runtime::sandbox;
+
+use crate::runtime::{Runtime, TrackedProcess};
+use crate::state::SandboxRecord;
+
+/// What StopPodSandbox releases: the infra process and the network namespace (the network
+/// is gone once a pod is stopped, as with containerd and CRI-O).
+pub fn stop_sandbox_parts(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
+    let _ = runtime;
+    if let Some((pid, start_time)) = record.infra {
+        let infra = TrackedProcess { pid, start_time };
+        infra
+            .signal(libc::SIGKILL)
+            .map_err(|e| format!("killing the pod's infra process {pid}: {e}"))?;
+    }
+    if let Some(net) = &record.net_ns {
+        sandbox::unpin_namespace(net).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Everything else: namespaces, /dev/shm, the pod cgroup, the sandbox dir.
+pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
+    stop_sandbox_parts(runtime, record)?;
+    for ns in [&record.ipc_ns, &record.uts_ns].into_iter().flatten() {
+        sandbox::unpin_namespace(ns).map_err(|e| e.to_string())?;
+    }
+    if let Some(shm) = &record.shm {
+        sandbox::unmount(shm).map_err(|e| e.to_string())?;
+    }
+    // The infra process may take a moment to be reaped out of the cgroup.
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = runtime.cgroups.remove(&record.cgroup_parent);
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    last.map_err(|e| format!("removing the pod cgroup: {e}"))?;
+    let dir = runtime.layout.sandbox_dir(&record.id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", dir.display())),
+    }
+}

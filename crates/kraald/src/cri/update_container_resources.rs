@@ -1,0 +1,103 @@
+//! `UpdateContainerResources`: new CPU and memory limits for a running container, written
+//! to its cgroup, and reported by ContainerStatus from then on.
+
+use std::sync::Arc;
+
+use kraal_api::runtime::v1 as cri;
+use kraal_cgroups::Resources;
+use prost::Message;
+use tonic::Status;
+
+use crate::runtime::{Runtime, internal, io_status};
+use crate::state::ContainerState;
+
+pub async fn update_container_resources(
+    runtime: &Arc<Runtime>,
+    request: cri::UpdateContainerResourcesRequest,
+) -> Result<cri::UpdateContainerResourcesResponse, Status> {
+    let id = runtime
+        .state
+        .resolve_container(&request.container_id)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "UpdateContainerResources: container {:?} not found",
+                request.container_id
+            ))
+        })?;
+    let _guard = runtime.locks.lock(&id).await;
+    let record = runtime.state.container(&id).ok_or_else(|| {
+        Status::not_found(format!(
+            "UpdateContainerResources: container {id} not found"
+        ))
+    })?;
+    if !matches!(
+        record.state,
+        ContainerState::Created | ContainerState::Running
+    ) {
+        return Err(Status::failed_precondition(format!(
+            "UpdateContainerResources: container {id} has exited"
+        )));
+    }
+    let Some(linux) = request.linux else {
+        return Ok(cri::UpdateContainerResourcesResponse {});
+    };
+    let resources = to_resources(&linux)?;
+    let rt = runtime.clone();
+    let path = record.cgroups_path.clone();
+    tokio::task::spawn_blocking(move || rt.cgroups.apply_resources(&path, &resources))
+        .await
+        .map_err(|e| internal("UpdateContainerResources task", e))?
+        .map_err(|e| Status::internal(format!("UpdateContainerResources: {e}")))?;
+    runtime
+        .state
+        .update_container(&id, |c| c.resources = linux.encode_to_vec())
+        .map_err(|e| io_status("saving the container record", e))?;
+    tracing::info!(container = %id, "container resources updated");
+    Ok(cri::UpdateContainerResourcesResponse {})
+}
+
+fn to_resources(linux: &cri::LinuxContainerResources) -> Result<Resources, Status> {
+    let bad = |field: &str, value: i64, expected: &str| {
+        Status::invalid_argument(format!(
+            "UpdateContainerResources: linux.{field} {value} is invalid; expected {expected}"
+        ))
+    };
+    if linux.cpu_shares < 0 {
+        return Err(bad(
+            "cpu_shares",
+            linux.cpu_shares,
+            "0 (unchanged) or 2..262144",
+        ));
+    }
+    if linux.cpu_period != 0 && !(1000..=1_000_000).contains(&linux.cpu_period) {
+        return Err(bad(
+            "cpu_period",
+            linux.cpu_period,
+            "0 (unchanged) or 1000..1000000 µs",
+        ));
+    }
+    if linux.cpu_quota != 0 && linux.cpu_quota != -1 && linux.cpu_quota < 1000 {
+        return Err(bad(
+            "cpu_quota",
+            linux.cpu_quota,
+            "0 (unchanged), -1 (no limit) or ≥ 1000 µs",
+        ));
+    }
+    if linux.memory_limit_in_bytes < 0 {
+        return Err(bad(
+            "memory_limit_in_bytes",
+            linux.memory_limit_in_bytes,
+            "0 (unchanged) or a byte count",
+        ));
+    }
+    let set = |v: i64| (v != 0).then_some(v);
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(Resources {
+        cpu_shares: set(linux.cpu_shares).map(|v| v as u64),
+        cpu_quota_us: set(linux.cpu_quota),
+        cpu_period_us: set(linux.cpu_period).map(|v| v as u64),
+        cpuset_cpus: text(&linux.cpuset_cpus),
+        cpuset_mems: text(&linux.cpuset_mems),
+        memory_limit_bytes: set(linux.memory_limit_in_bytes),
+    })
+}

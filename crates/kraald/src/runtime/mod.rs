@@ -1,0 +1,111 @@
+//! What the RuntimeService calls share: the state store, the image store, the node's
+//! cgroups, the event stream, and where the per-container monitors and their files live.
+//! The calls themselves are in `crate::cri`, one file each.
+
+mod events;
+mod exit_watch;
+mod ids;
+mod keyed_locks;
+mod layout;
+mod oom_floor;
+mod process;
+mod recovery;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kraal_api::runtime::v1 as cri;
+use kraal_cgroups::Cgroups;
+use kraal_image::ImageStore;
+
+use crate::config::Config;
+use crate::state::StateStore;
+
+pub use events::Events;
+pub use ids::new_id;
+pub use keyed_locks::KeyedLocks;
+pub use layout::Layout;
+pub use process::{TrackedProcess, parse_signal, proc_start_time};
+pub use status::{internal, io_status};
+
+/// The cgroup2 dir of a cgroupfs path, when the host has a unified tree.
+pub fn unified_dir(runtime: &Runtime, rel: &str) -> Option<PathBuf> {
+    runtime.cgroups.unified_path(rel).ok().flatten()
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub state: Arc<StateStore>,
+    pub images: Arc<ImageStore>,
+    pub cgroups: Cgroups,
+    pub events: Events,
+    pub layout: Layout,
+    /// The `kraal-monitor` binary every container runs under.
+    pub monitor_bin: PathBuf,
+    /// The lowest oom_score_adj this host lets kraal give a container (some hosts refuse to
+    /// lower it below kraald's own); specs clamp up to it.
+    pub oom_score_adj_floor: i32,
+    /// cgroup facts the OCI spec depends on.
+    pub host_facts: kraal_runtime::spec::HostFacts,
+    /// One lock per sandbox or container id, so calls on one object never interleave.
+    pub locks: KeyedLocks,
+}
+
+impl Runtime {
+    pub fn new(
+        config: Config,
+        images: Arc<ImageStore>,
+        state: Arc<StateStore>,
+        cgroups: Cgroups,
+        monitor_bin: PathBuf,
+    ) -> Arc<Self> {
+        let layout = Layout::new(&config.root, &config.state);
+        Arc::new(Runtime {
+            config,
+            state,
+            images,
+            cgroups,
+            events: Events::new(),
+            layout,
+            monitor_bin,
+            oom_score_adj_floor: oom_floor::current(),
+            host_facts: kraal_runtime::spec::HostFacts::detect(),
+            locks: KeyedLocks::default(),
+        })
+    }
+
+    /// Re-adopts every container found in the state dir and starts watching their exits.
+    pub fn recover(self: &Arc<Self>) {
+        recovery::recover(self);
+    }
+
+    /// Starts watching a container's monitor; when it exits, the exit is recorded.
+    pub fn watch_exit(self: &Arc<Self>, container_id: &str) {
+        exit_watch::watch(self.clone(), container_id.to_string());
+    }
+
+    /// Records the exit of a container whose monitor is gone (idempotent).
+    pub fn record_exit(&self, container_id: &str) {
+        exit_watch::record_exit(self, container_id);
+    }
+
+    pub fn emit(&self, container_id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {
+        self.events.emit(self, container_id, sandbox_id, kind);
+    }
+
+    /// Which image a container uses, for RemoveImage's in-use refusal.
+    pub fn container_using_image(&self, image_id: &str) -> Option<String> {
+        self.state
+            .containers()
+            .into_iter()
+            .find(|c| c.image_id == image_id)
+            .map(|c| c.id)
+    }
+}
+
+/// Puts a process into a pod or container cgroup in every hierarchy: the v1 controllers
+/// and, on v2 and hybrid hosts, the unified tree (where eBPF programs attach).
+pub fn place_in_pod_cgroup(runtime: &Runtime, rel: &str, pid: i32) -> Result<(), String> {
+    runtime.cgroups.add_pid(rel, pid).map_err(|e| e.to_string())
+}
