@@ -195,8 +195,9 @@ def small_tree(files):
 
 # ---------------------------------------------------------------- images
 
-def image_config(layers, arch="amd64", variant=None, user=None, labels=None, diff_ids=None):
-    config = {"Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/"}
+def image_config(layers, arch="amd64", variant=None, user=None, labels=None, diff_ids=None,
+                 cmd=None):
+    config = {"Env": [PATH_ENV], "Cmd": cmd or ["sh"], "WorkingDir": "/"}
     if user is not None:
         config["User"] = user
     if labels:
@@ -377,6 +378,12 @@ def build_all():
     wrong = sha256(b"kraal: this is not the diff id of any layer")
     out.append(("kraal-test/bad-diffid", ["latest"],
                 Image([valid], image_config([valid], arch, diff_ids=[wrong]))))
+
+    # 11. a pause image for containerd's sandbox_image (hack/bench/pods.sh): the busybox
+    # layer, sleeping forever (containerd stops sandboxes with SIGKILL)
+    out.append(("kraal-test/pause", ["3.9"],
+                Image([busybox], image_config([busybox], arch, cmd=["sleep", "2147483647"],
+                                              labels={"org.kraal.test.image": "pause"}))))
     return out
 
 

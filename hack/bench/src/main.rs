@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use kraal_api::runtime::v1 as cri;
 use kraal_api::runtime::v1::image_service_client::ImageServiceClient;
 
+mod pods;
+
 #[derive(Parser)]
 struct Cli {
     /// The runtime's CRI socket.
@@ -30,6 +32,13 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         iterations: usize,
     },
+    /// Pod lifecycles (RunPodSandbox, CreateContainer+StartContainer, StopContainer+
+    /// RemoveContainer, StopPodSandbox+RemovePodSandbox), N times; reports each step.
+    Pods(pods::PodsArgs),
+    /// Starts pods with running containers and leaves them running (for RSS figures).
+    Fill(pods::FillArgs),
+    /// Stops and removes every container and pod of the runtime.
+    Clean,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -69,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
             }
             print_stats(&cli.runtime, "PullImage", &mut times);
         }
+        Command::Pods(args) => pods::pods(channel, &cli.runtime, args).await?,
+        Command::Fill(args) => pods::fill(channel, &cli.runtime, args).await?,
+        Command::Clean => pods::clean(channel, &cli.runtime).await?,
     }
     Ok(())
 }
