@@ -176,6 +176,12 @@ async fn own_netns_pod_isolates_and_containers_share_ipc_and_network() {
         searches: vec!["kraal-e2e.svc.cluster.local".into()],
         options: vec!["ndots:5".into()],
     });
+    pod_cfg
+        .linux
+        .as_mut()
+        .unwrap()
+        .sysctls
+        .insert("net.ipv4.ip_local_port_range".into(), "20000 20999".into());
     let pod = kraald
         .run_pod(pod_cfg.clone())
         .await
@@ -183,6 +189,20 @@ async fn own_netns_pod_isolates_and_containers_share_ipc_and_network() {
     let a = kraald
         .run_container(&pod, &pod_cfg, shell_container("a", &image, SERVE))
         .await;
+    // The pod's namespaced sysctl is set in its own network namespace only.
+    let range = kraald
+        .exec_ok(&a, &["cat", "/proc/sys/net/ipv4/ip_local_port_range"])
+        .await;
+    assert_eq!(
+        range.split_whitespace().collect::<Vec<_>>(),
+        ["20000", "20999"]
+    );
+    let node_range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    assert_ne!(
+        node_range.split_whitespace().collect::<Vec<_>>(),
+        ["20000", "20999"],
+        "the node's own range changed"
+    );
     let b = kraald
         .run_container(&pod, &pod_cfg, shell_container("b", &image, SERVE))
         .await;
@@ -419,6 +439,44 @@ async fn users_groups_readonly_rootfs_and_seccomp() {
     let touch = kraald.exec(&c, &["touch", "/newfile"], 10).await.unwrap();
     assert_ne!(touch.exit_code, 0, "readonly rootfs accepted a write");
     assert!(String::from_utf8_lossy(&touch.stderr).contains("Read-only"));
+
+    // RuntimeDefault filters the container; an oom_score_adj below what this host allows is
+    // raised to the floor instead of failing the container.
+    let floor: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut cfg = shell_container("default-profile", &busybox, SERVE);
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            oom_score_adj: -999,
+            ..Default::default()
+        }),
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let c = kraald.run_container(&pod, &pod_cfg, cfg).await;
+    let init_status = kraald.exec_ok(&c, &["cat", "/proc/1/status"]).await;
+    assert!(
+        init_status.lines().any(|l| l == "Seccomp:\t2"),
+        "{init_status}"
+    );
+    let adj: i32 = kraald
+        .exec_ok(&c, &["cat", "/proc/1/oom_score_adj"])
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        (-999..=floor.max(-999)).contains(&adj),
+        "oom_score_adj {adj}"
+    );
 
     // A Localhost seccomp profile that blocks mkdir really blocks it.
     let profile = kraald.dir().join("no-mkdir.json");

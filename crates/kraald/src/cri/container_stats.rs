@@ -16,16 +16,7 @@ pub fn container_stats(
     runtime: &Arc<Runtime>,
     request: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, Status> {
-    let record = runtime
-        .state
-        .resolve_container(&request.container_id)
-        .and_then(|id| runtime.state.container(&id))
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "ContainerStats: container {:?} not found",
-                request.container_id
-            ))
-        })?;
+    let record = runtime.container("ContainerStats", &request.container_id)?;
     Ok(cri::ContainerStatsResponse {
         stats: Some(stats_of(runtime, &record)),
     })

@@ -13,16 +13,7 @@ pub fn container_status(
     runtime: &Arc<Runtime>,
     request: cri::ContainerStatusRequest,
 ) -> Result<cri::ContainerStatusResponse, Status> {
-    let record = runtime
-        .state
-        .resolve_container(&request.container_id)
-        .and_then(|id| runtime.state.container(&id))
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "ContainerStatus: container {:?} not found",
-                request.container_id
-            ))
-        })?;
+    let record = runtime.container("ContainerStatus", &request.container_id)?;
     let mut info = std::collections::HashMap::new();
     if request.verbose {
         let value = serde_json::json!({

@@ -26,15 +26,7 @@ pub async fn exec_sync(
     runtime: &Arc<Runtime>,
     request: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, Status> {
-    let id = runtime
-        .state
-        .resolve_container(&request.container_id)
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "ExecSync: container {:?} not found",
-                request.container_id
-            ))
-        })?;
+    let id = runtime.container_id("ExecSync", &request.container_id)?;
     let record = runtime
         .state
         .container(&id)

@@ -16,16 +16,7 @@ pub fn pod_sandbox_stats(
     runtime: &Arc<Runtime>,
     request: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, Status> {
-    let record = runtime
-        .state
-        .resolve_sandbox(&request.pod_sandbox_id)
-        .and_then(|id| runtime.state.sandbox(&id))
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "PodSandboxStats: pod sandbox {:?} not found",
-                request.pod_sandbox_id
-            ))
-        })?;
+    let record = runtime.sandbox("PodSandboxStats", &request.pod_sandbox_id)?;
     Ok(cri::PodSandboxStatsResponse {
         stats: Some(stats_of_pod(runtime, &record)),
     })

@@ -14,16 +14,7 @@ pub fn pod_sandbox_status(
     runtime: &Arc<Runtime>,
     request: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse, Status> {
-    let record = runtime
-        .state
-        .resolve_sandbox(&request.pod_sandbox_id)
-        .and_then(|id| runtime.state.sandbox(&id))
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "PodSandboxStatus: pod sandbox {:?} not found",
-                request.pod_sandbox_id
-            ))
-        })?;
+    let record = runtime.sandbox("PodSandboxStatus", &request.pod_sandbox_id)?;
     let mut info = std::collections::HashMap::new();
     if request.verbose {
         info.insert(

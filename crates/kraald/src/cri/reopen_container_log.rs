@@ -13,15 +13,7 @@ pub async fn reopen_container_log(
     runtime: &Arc<Runtime>,
     request: cri::ReopenContainerLogRequest,
 ) -> Result<cri::ReopenContainerLogResponse, Status> {
-    let id = runtime
-        .state
-        .resolve_container(&request.container_id)
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "ReopenContainerLog: container {:?} not found",
-                request.container_id
-            ))
-        })?;
+    let id = runtime.container_id("ReopenContainerLog", &request.container_id)?;
     let running = runtime
         .state
         .container(&id)

@@ -17,15 +17,7 @@ pub async fn start_container(
     runtime: &Arc<Runtime>,
     request: cri::StartContainerRequest,
 ) -> Result<cri::StartContainerResponse, Status> {
-    let id = runtime
-        .state
-        .resolve_container(&request.container_id)
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "StartContainer: container {:?} not found",
-                request.container_id
-            ))
-        })?;
+    let id = runtime.container_id("StartContainer", &request.container_id)?;
     let _guard = runtime.locks.lock(&id).await;
     let record = runtime
         .state

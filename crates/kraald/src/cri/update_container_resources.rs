@@ -15,15 +15,7 @@ pub async fn update_container_resources(
     runtime: &Arc<Runtime>,
     request: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    let id = runtime
-        .state
-        .resolve_container(&request.container_id)
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "UpdateContainerResources: container {:?} not found",
-                request.container_id
-            ))
-        })?;
+    let id = runtime.container_id("UpdateContainerResources", &request.container_id)?;
     let _guard = runtime.locks.lock(&id).await;
     let record = runtime.state.container(&id).ok_or_else(|| {
         Status::not_found(format!(

@@ -20,7 +20,8 @@ use kraal_cgroups::Cgroups;
 use kraal_image::ImageStore;
 
 use crate::config::Config;
-use crate::state::StateStore;
+use crate::state::{ContainerRecord, SandboxRecord, StateStore};
+use tonic::Status;
 
 pub use events::Events;
 pub use ids::new_id;
@@ -92,6 +93,29 @@ impl Runtime {
 
     pub fn emit(&self, container_id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {
         self.events.emit(self, container_id, sandbox_id, kind);
+    }
+
+    /// The full id a request's container id (or unique prefix) names, or NotFound.
+    pub fn container_id(&self, call: &str, wanted: &str) -> Result<String, Status> {
+        self.state
+            .resolve_container(wanted)
+            .ok_or_else(|| Status::not_found(format!("{call}: container {wanted:?} not found")))
+    }
+
+    /// The record of the container a request names, or NotFound.
+    pub fn container(&self, call: &str, wanted: &str) -> Result<ContainerRecord, Status> {
+        let id = self.container_id(call, wanted)?;
+        self.state
+            .container(&id)
+            .ok_or_else(|| Status::not_found(format!("{call}: container {id} not found")))
+    }
+
+    /// The record of the pod sandbox a request names, or NotFound.
+    pub fn sandbox(&self, call: &str, wanted: &str) -> Result<SandboxRecord, Status> {
+        self.state
+            .resolve_sandbox(wanted)
+            .and_then(|id| self.state.sandbox(&id))
+            .ok_or_else(|| Status::not_found(format!("{call}: pod sandbox {wanted:?} not found")))
     }
 
     /// Which image a container uses, for RemoveImage's in-use refusal.
