@@ -460,7 +460,6 @@ async fn users_groups_readonly_rootfs_and_seccomp() {
             }),
             ..Default::default()
         }),
-        ..Default::default()
     });
     let c = kraald.run_container(&pod, &pod_cfg, cfg).await;
     let init_status = kraald.exec_ok(&c, &["cat", "/proc/1/status"]).await;
