@@ -528,7 +528,7 @@ async fn users_groups_readonly_rootfs_and_seccomp() {
             image: kraal_e2e::image_spec(&named),
         })
         .await;
-    assert!(removed.is_err(), "an image a container uses was removed");
+    assert_code(removed, Code::FailedPrecondition, "in use by container");
     kraald.remove_pod(&pod).await;
 }
 
