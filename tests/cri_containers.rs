@@ -982,3 +982,86 @@ async fn a_shared_pid_namespace_pod_has_an_infra_process_and_containers_see_each
     assert!(gone, "the infra process {infra_pid} outlived its pod");
     assert_node_clean(&kraald, &pod_cfg);
 }
+
+#[tokio::test]
+async fn bad_pod_annotations_are_refused_before_anything_is_created() {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+
+    // A malformed value: the key, the value and the expected form are named.
+    let mut bad = pod_config("badpolicy", true);
+    bad.annotations
+        .insert("kraal.dev/cpu-burst".into(), "lots".into());
+    let err = kraald.run_pod(bad).await.expect_err("a bad annotation");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("kraal.dev/cpu-burst"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("lots"), "{}", err.message());
+    // An unknown kraal.dev key (a typo) is refused too.
+    let mut typo = pod_config("typo", true);
+    typo.annotations
+        .insert("kraal.dev/cpu_burst".into(), "500m".into());
+    assert_code(
+        kraald.run_pod(typo).await,
+        Code::InvalidArgument,
+        "kraal.dev/cpu_burst",
+    );
+    // Nothing was created for either.
+    let pods = kraald
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    for name in ["badpolicy", "typo"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup/memory/kraal-e2e")
+            .join(format!("pod-{name}-{}", std::process::id()));
+        assert!(!dir.exists(), "{} was created", dir.display());
+    }
+
+    // A valid policy is accepted and shown; a container whose limits contradict it is refused.
+    let mut good = pod_config("goodpolicy", true);
+    good.annotations
+        .insert("kraal.dev/cpu-burst".into(), "500m".into());
+    let pod = kraald.run_pod(good.clone()).await.expect("valid policy");
+    let info: serde_json::Value = serde_json::from_str(
+        &kraald
+            .runtime()
+            .await
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info["info"],
+    )
+    .unwrap();
+    assert!(!info["policy"].is_null(), "{info}");
+    // A burst without a CPU limit has nothing to burst above.
+    assert_code(
+        kraald
+            .create(&pod, &good, shell_container("nolimit", &image, SERVE))
+            .await,
+        Code::InvalidArgument,
+        "kraal.dev/cpu-burst",
+    );
+    let mut limited = shell_container("limited", &image, SERVE);
+    limited.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 100_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    kraald.run_container(&pod, &good, limited).await;
+    kraald.remove_pod(&pod).await;
+}

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kraal_image::RegistryConfig;
+use kraal_policy::PolicyOptions;
 use serde::{Deserialize, Serialize};
 
 /// The documented defaults; `Config::default()` must equal this file (a unit test holds them
@@ -26,6 +27,7 @@ pub struct Config {
     pub seccomp_profile_root: PathBuf,
     pub log: LogConfig,
     pub registry: RegistryConfig,
+    pub policy: PolicyOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -61,6 +63,7 @@ impl Default for Config {
             seccomp_profile_root: PathBuf::from("/var/lib/kubelet/seccomp"),
             log: LogConfig::default(),
             registry: RegistryConfig::default(),
+            policy: PolicyOptions::default(),
         }
     }
 }

@@ -59,6 +59,7 @@ pub async fn create_container(
         ));
     }
     let log_path = log_path(&sandbox, &config.log_path)?;
+    check_policy(runtime, &sandbox, &config)?;
 
     let key = format!("ctr/{sandbox_id}/{}/{}", metadata.name, metadata.attempt);
     let (name, attempt) = (metadata.name.clone(), metadata.attempt);
@@ -308,6 +309,35 @@ fn log_path(sandbox: &SandboxRecord, relative: &str) -> Result<String, Status> {
         .join(path)
         .to_string_lossy()
         .into_owned())
+}
+
+/// The pod's per-container settings must fit this container's limits (a CPU burst needs a
+/// CPU limit, memory-high must be below the memory limit), checked before anything exists.
+fn check_policy(
+    runtime: &Runtime,
+    sandbox: &SandboxRecord,
+    config: &cri::ContainerConfig,
+) -> Result<(), Status> {
+    let policy =
+        kraal_policy::PodPolicy::from_annotations(&sandbox.annotations, &runtime.config.policy)
+            .map_err(|e| {
+                Status::invalid_argument(format!("CreateContainer: pod annotations: {e}"))
+            })?;
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.as_str())
+        .unwrap_or_default();
+    let resources = config.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let limits = kraal_policy::ContainerLimits {
+        cpu_quota_us: resources.map(|r| r.cpu_quota),
+        cpu_period_us: resources.map(|r| r.cpu_period),
+        memory_limit_bytes: resources.map(|r| r.memory_limit_in_bytes),
+    };
+    policy
+        .for_container(name)
+        .check_limits(&limits)
+        .map_err(|e| Status::invalid_argument(format!("CreateContainer: container {name:?}: {e}")))
 }
 
 fn stop_signal(config: &cri::ContainerConfig, image_config: &serde_json::Value) -> Option<String> {

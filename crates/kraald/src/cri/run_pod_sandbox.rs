@@ -46,6 +46,10 @@ pub async fn run_pod_sandbox(
             request.runtime_handler
         )));
     }
+    // The pod's kraal policy is checked before anything exists, so a bad annotation leaves
+    // nothing to undo. (Applying it is issue 4's work; here it is validated and shown.)
+    kraal_policy::PodPolicy::from_annotations(&config.annotations, &runtime.config.policy)
+        .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let ns = security.namespace_options.clone().unwrap_or_default();
