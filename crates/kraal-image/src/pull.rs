@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use oci_client::Client;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -211,10 +211,14 @@ impl Puller<'_> {
         for layer in &planned {
             fetches.push(self.fetch_layer(layer, endpoint));
         }
-        futures::stream::iter(fetches)
+        // Every fetch runs to its end even after one fails: an abandoned fetch's unpack
+        // thread would clean its temporary directory up only after the pull had returned,
+        // and "a failed pull leaves nothing" must hold when the caller hears of it.
+        let results: Vec<Result<(), ImageError>> = futures::stream::iter(fetches)
             .buffer_unordered(LAYER_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
         // 5. Record.
         let repo_tags: Vec<String> = reference
