@@ -269,23 +269,11 @@ async fn own_netns_pod_isolates_and_containers_share_ipc_and_network() {
     assert_eq!(kraald.exec_ok(&b, &["cat", "/dev/shm/marker"]).await, "hi");
 
     // Verbose status shows where the pod lives.
-    let status = kraald
-        .runtime()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let (status, info) = kraald.pod_status_verbose(&pod).await;
     assert_eq!(info["hostNetwork"], false);
     assert_eq!(status.containers_statuses.len(), 2);
     // On hybrid and v2 hosts, every container process is also in the pod's cgroup2 dir.
     if let Some(unified) = info["unifiedCgroup"].as_str() {
-        let pid_a = kraald.exec_ok(&a, &["sh", "-c", "echo $$"]).await;
-        let _ = pid_a; // pid inside the container's namespace; check the node side instead
         let procs = collect_procs(std::path::Path::new(unified));
         assert!(procs.len() >= 2, "no container processes under {unified}");
     }
@@ -950,20 +938,7 @@ async fn a_shared_pid_namespace_pod_has_an_infra_process_and_containers_see_each
         ps.contains("sleep 0.31"),
         "b does not see a's processes:\n{ps}"
     );
-    let info: serde_json::Value = serde_json::from_str(
-        &kraald
-            .runtime()
-            .await
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .info["info"],
-    )
-    .unwrap();
+    let (_, info) = kraald.pod_status_verbose(&pod).await;
     let infra_pid = info["pid"].as_i64().expect("infra pid in the verbose info");
     assert!(std::path::Path::new(&format!("/proc/{infra_pid}")).exists());
     let _ = a;
@@ -1030,20 +1005,7 @@ async fn bad_pod_annotations_are_refused_before_anything_is_created() {
     good.annotations
         .insert("kraal.dev/cpu-burst".into(), "500m".into());
     let pod = kraald.run_pod(good.clone()).await.expect("valid policy");
-    let info: serde_json::Value = serde_json::from_str(
-        &kraald
-            .runtime()
-            .await
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .info["info"],
-    )
-    .unwrap();
+    let (_, info) = kraald.pod_status_verbose(&pod).await;
     assert!(!info["policy"].is_null(), "{info}");
     // A burst without a CPU limit has nothing to burst above.
     assert_code(

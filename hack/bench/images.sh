@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source hack/setup.sh
+# shellcheck source=hack/bench/lib.sh
+source hack/bench/lib.sh
 iterations=${1:-20}
 
 if ! command -v containerd >/dev/null 2>&1; then
@@ -32,18 +34,13 @@ hack/registry.sh start "$work/registry" >/dev/null
 source "$work/registry/registry.env"
 image="$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest"
 
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-wait_socket() {
-  for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.05; done
-  echo "bench: $1 did not appear" >&2; return 1
-}
 
 # --- kraald
 mkdir -p "$work/kraal"
 target/release/kraald --socket "$work/kraal/kraal.sock" --root "$work/kraal/root" \
   --state "$work/kraal/state" --log-level warn 2>"$work/kraal/log" &
 kraald_pid=$!; pids+=("$kraald_pid")
-wait_socket "$work/kraal/kraal.sock"
+wait_socket "$work/kraal/kraal.sock" "$kraald_pid"
 sleep 1
 kraal_idle=$(rss_kb "$kraald_pid")
 kraal_pull=$($bench --socket "$work/kraal/kraal.sock" --runtime kraal pull --image "$image" --iterations "$iterations")
@@ -51,26 +48,10 @@ sleep 1
 kraal_after=$(rss_kb "$kraald_pid")
 
 # --- containerd
-mkdir -p "$work/containerd/cni"
-cat >"$work/containerd/config.toml" <<TOML
-version = 2
-root = "$work/containerd/root"
-state = "$work/containerd/state"
-[grpc]
-  address = "$work/containerd/containerd.sock"
-[ttrpc]
-  address = "$work/containerd/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$work/containerd/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$KRAAL_TEST_REGISTRY"]
-    endpoint = ["http://$KRAAL_TEST_REGISTRY"]
-TOML
+write_containerd_config "$work/containerd" "$KRAAL_TEST_REGISTRY"
 containerd --config "$work/containerd/config.toml" --log-level warn 2>"$work/containerd/log" &
 containerd_pid=$!; pids+=("$containerd_pid")
-wait_socket "$work/containerd/containerd.sock"
+wait_socket "$work/containerd/containerd.sock" "$containerd_pid"
 sleep 2
 containerd_idle=$(rss_kb "$containerd_pid")
 containerd_pull=$($bench --socket "$work/containerd/containerd.sock" --runtime containerd pull --image "$image" --iterations "$iterations")

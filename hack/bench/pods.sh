@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=hack/setup.sh
 source hack/setup.sh
+# shellcheck source=hack/bench/lib.sh
+source hack/bench/lib.sh
 iterations=${1:-20}
 # anyhow errors from kraal-bench without a backtrace (RUST_BACKTRACE may be set around us)
 export RUST_LIB_BACKTRACE=0
@@ -173,18 +175,7 @@ source "$work/registry/registry.env"
 image="$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest"
 pause_image="$KRAAL_TEST_REGISTRY/kraal-test/pause:3.9"
 
-rss_kb() { awk '/^VmRSS:/ {print $2; found=1} END {if (!found) print 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
 pss_kb() { awk '/^Pss:/ {print $2; found=1} END {if (!found) print 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
-wait_socket() {
-  local i
-  for i in $(seq 1 200); do
-    [ -S "$1" ] && return 0
-    kill -0 "$2" 2>/dev/null || { say "the daemon (pid $2) exited before opening $1"; return 1; }
-    sleep 0.05
-  done
-  say "$1 did not appear"
-  return 1
-}
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 sum() { awk '{s+=$1} END {print s+0}'; }
 # field JSON_LINES CALL KEY: KEY of the line whose "call" is CALL.
@@ -258,26 +249,7 @@ for rt in $runtimes; do
       kraald_pid=
       ;;
     containerd)
-      mkdir -p "$work/containerd/cni"
-      cat >"$work/containerd/config.toml" <<TOML
-version = 2
-root = "$work/containerd/root"
-state = "$work/containerd/state"
-[grpc]
-  address = "$work/containerd/containerd.sock"
-[ttrpc]
-  address = "$work/containerd/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$pause_image"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$work/containerd/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$KRAAL_TEST_REGISTRY"]
-    endpoint = ["http://$KRAAL_TEST_REGISTRY"]
-TOML
+      write_containerd_config "$work/containerd" "$KRAAL_TEST_REGISTRY" "$pause_image"
       containerd --config "$work/containerd/config.toml" --log-level warn 2>"$work/containerd/log" &
       containerd_pid=$!
       wait_socket "$work/containerd/containerd.sock" "$containerd_pid"

@@ -177,6 +177,25 @@ impl Kraald {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// PodSandboxStatus with `verbose`, and its `info` JSON parsed.
+    pub async fn pod_status_verbose(
+        &self,
+        id: &str,
+    ) -> (cri::PodSandboxStatusResponse, serde_json::Value) {
+        let response = self
+            .runtime()
+            .await
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner();
+        let info = serde_json::from_str(&response.info["info"]).expect("info is JSON");
+        (response, info)
+    }
+
     pub async fn remove_pod(&self, id: &str) {
         let mut client = self.runtime().await;
         client

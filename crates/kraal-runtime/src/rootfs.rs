@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 
 /// The overlay's mount data must fit in one page.
 const MAX_MOUNT_DATA: usize = 4000;
@@ -102,14 +102,11 @@ pub fn mount_rootfs(
 
 /// Unmounts the rootfs; not mounted (or gone) is fine, so removal can be retried.
 pub fn unmount_rootfs(target: &Path) -> Result<(), RootfsError> {
-    match umount2(target, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(RootfsError::Io {
-            action: "unmounting",
-            path: target.to_path_buf(),
-            source: e.into(),
-        }),
-    }
+    crate::fsutil::detach_mount(target).map_err(|source| RootfsError::Io {
+        action: "unmounting",
+        path: target.to_path_buf(),
+        source,
+    })
 }
 
 /// Bytes and inodes used by the writable layer (CRI's writable layer usage).

@@ -56,7 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move |image_id: &str| runtime.container_using_image(image_id))
     };
     let image = ImageHandler::new(images, in_use);
-    let runtime = RuntimeHandler::new(config.clone(), runtime);
+    let runtime = RuntimeHandler::new(runtime);
 
     tracing::info!(
         socket = %config.socket.display(),

@@ -2,10 +2,11 @@
 //! monitor over its control socket. Blocking calls (kraald runs them on a blocking
 //! thread); no libcontainer involved.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use super::MonitorError;
@@ -15,18 +16,14 @@ use super::config::{CreateFailed, Created, MonitorState};
 /// The call returns once the container is created (init waits for `start`); the monitor
 /// itself keeps running on its own.
 pub fn spawn_create(monitor_bin: &Path, config_path: &Path) -> Result<Created, MonitorError> {
-    let out = Command::new(monitor_bin)
-        .arg("create")
-        .arg("--config")
-        .arg(config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|source| MonitorError::Spawn {
-            bin: monitor_bin.to_owned(),
-            source,
-        })?;
+    let out = run(
+        monitor_bin,
+        &[
+            "create".as_ref(),
+            "--config".as_ref(),
+            config_path.as_os_str(),
+        ],
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().next().unwrap_or("").trim();
     if out.status.success() {
@@ -46,20 +43,16 @@ pub fn spawn_create(monitor_bin: &Path, config_path: &Path) -> Result<Created, M
 /// Runs `<monitor_bin> delete --root <root> --id <id>`: kills the container's processes and
 /// removes its libcontainer state and cgroup. Deleting a missing container succeeds.
 pub fn delete(monitor_bin: &Path, root: &Path, id: &str) -> Result<(), MonitorError> {
-    let out = Command::new(monitor_bin)
-        .arg("delete")
-        .arg("--root")
-        .arg(root)
-        .arg("--id")
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|source| MonitorError::Spawn {
-            bin: monitor_bin.to_owned(),
-            source,
-        })?;
+    let out = run(
+        monitor_bin,
+        &[
+            "delete".as_ref(),
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--id".as_ref(),
+            id.as_ref(),
+        ],
+    )?;
     if out.status.success() {
         return Ok(());
     }
@@ -73,6 +66,20 @@ pub fn delete(monitor_bin: &Path, root: &Path, id: &str) -> Result<(), MonitorEr
     } else {
         msg.to_owned()
     }))
+}
+
+/// Runs the monitor binary with `args` to completion, capturing its output.
+fn run(monitor_bin: &Path, args: &[&OsStr]) -> Result<Output, MonitorError> {
+    Command::new(monitor_bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| MonitorError::Spawn {
+            bin: monitor_bin.to_owned(),
+            source,
+        })
 }
 
 /// Sends one control command (`start`, `reopen-log`, `state`) and returns the reply's

@@ -200,7 +200,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Mon
         message: e.to_string(),
     })?;
     data.push(b'\n');
-    super::sys::write_atomic(path, &data).map_err(|source| MonitorError::File {
+    crate::fsutil::write_atomic(path, &data).map_err(|source| MonitorError::File {
         path: path.to_owned(),
         source,
     })

@@ -1,7 +1,6 @@
 //! The small files a pod's containers bind-mount: `/etc/hostname`, `/etc/hosts` and
 //! `/etc/resolv.conf`. Written atomically so a container never sees half a file.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -104,14 +103,7 @@ fn validate_hostname(hostname: &str) -> Result<(), SandboxError> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| SandboxError::io("writing", path, e))
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| SandboxError::io("writing", path, e))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 
 use super::SandboxError;
@@ -131,10 +131,7 @@ fn pin_one(dir: &Path, name: &str) -> Result<PathBuf, SandboxError> {
 
 /// Unmounts a pinned namespace file and removes it. A file that is already gone is fine.
 pub fn unpin_namespace(path: &Path) -> Result<(), SandboxError> {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(SandboxError::io("unmounting", path, e.into())),
-    }
+    crate::fsutil::detach_mount(path).map_err(|e| SandboxError::io("unmounting", path, e))?;
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -1,10 +1,9 @@
 //! The pod's `/dev/shm`: one tmpfs shared by all of its containers (they share IPC).
 
 use std::fs;
-use std::io;
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 
 use super::SandboxError;
 
@@ -23,11 +22,7 @@ pub fn mount_shm(target: &Path) -> Result<(), SandboxError> {
     .map_err(|e| SandboxError::io("mounting tmpfs on", target, e.into()))
 }
 
-/// Lazily unmounts `target` if it is a mount point; a path that is not mounted (or gone) is
-/// fine, so teardown can run any number of times.
+/// Unmounts the pod's /dev/shm; repeatable.
 pub fn unmount(target: &Path) -> Result<(), SandboxError> {
-    match umount2(target, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(SandboxError::io("unmounting", target, io::Error::from(e))),
-    }
+    crate::fsutil::detach_mount(target).map_err(|e| SandboxError::io("unmounting", target, e))
 }

@@ -211,9 +211,12 @@ fn build(
         let start = crate::runtime::proc_start_time(pid)
             .map_err(|e| io_status("reading the infra process's start time", e))?;
         record.infra = Some((pid, start));
-        crate::runtime::place_in_pod_cgroup(runtime, &record.cgroup_parent, pid).map_err(|e| {
-            Status::internal(format!("placing the infra process in the pod cgroup: {e}"))
-        })?;
+        runtime
+            .cgroups
+            .add_pid(&record.cgroup_parent, pid)
+            .map_err(|e| {
+                Status::internal(format!("placing the infra process in the pod cgroup: {e}"))
+            })?;
     }
     runtime
         .state

@@ -17,17 +17,15 @@ use super::{
     remove_pod_sandbox, reopen_container_log, run_pod_sandbox, runtime_config, start_container,
     status, stop_container, stop_pod_sandbox, update_container_resources, version,
 };
-use crate::config::Config;
 use crate::runtime::Runtime;
 
 pub struct RuntimeHandler {
-    config: Config,
     runtime: Arc<Runtime>,
 }
 
 impl RuntimeHandler {
-    pub fn new(config: Config, runtime: Arc<Runtime>) -> Self {
-        RuntimeHandler { config, runtime }
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        RuntimeHandler { runtime }
     }
 }
 
@@ -242,7 +240,7 @@ impl RuntimeService for RuntimeHandler {
         request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
         Ok(Response::new(status::status(
-            &self.config,
+            &self.runtime.config,
             request.into_inner(),
         )))
     }
@@ -282,7 +280,7 @@ impl RuntimeService for RuntimeHandler {
         request: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         Ok(Response::new(runtime_config::runtime_config(
-            &self.config,
+            &self.runtime.config,
             request.into_inner(),
         )))
     }

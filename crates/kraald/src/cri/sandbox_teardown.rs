@@ -8,8 +8,7 @@ use crate::state::SandboxRecord;
 
 /// What StopPodSandbox releases: the infra process and the network namespace (the network
 /// is gone once a pod is stopped, as with containerd and CRI-O).
-pub fn stop_sandbox_parts(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
-    let _ = runtime;
+pub fn stop_sandbox_parts(record: &SandboxRecord) -> Result<(), String> {
     if let Some((pid, start_time)) = record.infra {
         let infra = TrackedProcess { pid, start_time };
         infra
@@ -24,7 +23,7 @@ pub fn stop_sandbox_parts(runtime: &Runtime, record: &SandboxRecord) -> Result<(
 
 /// Everything else: namespaces, /dev/shm, the pod cgroup, the sandbox dir.
 pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
-    stop_sandbox_parts(runtime, record)?;
+    stop_sandbox_parts(record)?;
     for ns in [&record.ipc_ns, &record.uts_ns].into_iter().flatten() {
         sandbox::unpin_namespace(ns).map_err(|e| e.to_string())?;
     }

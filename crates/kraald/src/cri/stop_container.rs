@@ -58,14 +58,15 @@ pub fn stop_container_blocking(
             .and_then(parse_signal)
             .unwrap_or(libc::SIGTERM);
         send(&init, signal, id)?;
-        if wait_gone(&monitor, Duration::from_secs(timeout_secs as u64)) {
+        // The monitor exits right after writing the exit file: its end means the exit is on disk.
+        if monitor.wait_exit(Duration::from_secs(timeout_secs as u64)) {
             runtime.record_exit(id);
             return Ok(());
         }
         tracing::info!(container = %id, timeout_secs, "stop signal ignored; sending SIGKILL");
     }
     send(&init, libc::SIGKILL, id)?;
-    if !wait_gone(&monitor, KILL_WAIT) {
+    if !monitor.wait_exit(KILL_WAIT) {
         return Err(Status::deadline_exceeded(format!(
             "StopContainer: container {id} did not exit within {KILL_WAIT:?} of SIGKILL"
         )));
@@ -81,10 +82,4 @@ fn send(process: &TrackedProcess, signal: i32, id: &str) -> Result<(), Status> {
             process.pid
         ))
     })
-}
-
-/// The monitor exits right after it has written the exit file, so its end means the exit is
-/// on disk.
-fn wait_gone(monitor: &TrackedProcess, timeout: Duration) -> bool {
-    monitor.wait_exit(timeout)
 }

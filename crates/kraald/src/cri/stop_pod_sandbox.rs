@@ -35,7 +35,7 @@ pub fn stop_blocking(runtime: &Arc<Runtime>, id: &str) -> Result<(), Status> {
         // given each its own before it stops the sandbox.
         stop_container_blocking(runtime, &container.id, 0)?;
     }
-    stop_sandbox_parts(runtime, &record)
+    stop_sandbox_parts(&record)
         .map_err(|e| Status::internal(format!("StopPodSandbox {id}: {e}")))?;
     runtime
         .state

@@ -127,9 +127,3 @@ impl Runtime {
             .map(|c| c.id)
     }
 }
-
-/// Puts a process into a pod or container cgroup in every hierarchy: the v1 controllers
-/// and, on v2 and hybrid hosts, the unified tree (where eBPF programs attach).
-pub fn place_in_pod_cgroup(runtime: &Runtime, rel: &str, pid: i32) -> Result<(), String> {
-    runtime.cgroups.add_pid(rel, pid).map_err(|e| e.to_string())
-}

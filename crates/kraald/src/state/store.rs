@@ -2,7 +2,6 @@
 //! `<state>/containers/<id>.json`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -205,15 +204,8 @@ fn resolve<'a>(ids: impl Iterator<Item = &'a String>, wanted: &str) -> Option<St
 }
 
 fn write_record<T: Serialize>(dir: &Path, id: &str, record: &T) -> std::io::Result<()> {
-    let path = dir.join(format!("{id}.json"));
-    let tmp = dir.join(format!(".{id}.json.tmp"));
     let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    // The rename is durable only once the directory is synced.
-    std::fs::File::open(dir)?.sync_all()
+    kraal_runtime::fsutil::write_atomic(&dir.join(format!("{id}.json")), &bytes)
 }
 
 fn remove_record(dir: &Path, id: &str) -> std::io::Result<()> {
@@ -234,7 +226,7 @@ fn read_all<T: DeserializeOwned>(
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if name.starts_with('.') {
+        if name.starts_with('.') || name.ends_with(".tmp") {
             // A temp file from a write a crash interrupted: the old record (if any) stands.
             let _ = std::fs::remove_file(&path);
             continue;
