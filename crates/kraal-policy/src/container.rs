@@ -7,7 +7,7 @@ use crate::error::{PolicyError, Problem};
 use crate::policy::QosClass;
 
 /// kubelet's CFS period when the CRI config does not give one.
-const DEFAULT_CFS_PERIOD_US: u64 = 100_000;
+pub(crate) const DEFAULT_CFS_PERIOD_US: u64 = 100_000;
 /// The kernel refuses a CFS quota below 1ms.
 const MIN_CFS_QUOTA_US: u64 = 1_000;
 

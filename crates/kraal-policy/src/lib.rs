@@ -54,6 +54,7 @@ mod duration;
 mod error;
 pub mod keys;
 mod parse;
+mod plan;
 mod policy;
 mod ports;
 mod quantity;
@@ -62,6 +63,10 @@ pub use bandwidth::{BandwidthError, BandwidthPolicy, Rates};
 pub use container::{ContainerLimits, ContainerPolicy, ContainerSettings, Setting};
 pub use duration::{DurationError, parse_duration};
 pub use error::{PolicyError, Problem};
+pub use plan::{
+    ContainerPlan, CriResources, OFFLINE_CPU_SHARES, OFFLINE_OOM_SCORE_ADJ,
+    ONLINE_MAX_OOM_SCORE_ADJ, Planned, PodPlan,
+};
 pub use policy::{PodPolicy, PolicyOptions, QosClass};
 pub use ports::{PortList, PortListError, PortRange, PortSpec};
 pub use quantity::{Quantity, QuantityError};

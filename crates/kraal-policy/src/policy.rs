@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::bandwidth::{BandwidthPolicy, Rates};
 use crate::container::{ContainerPolicy, ContainerSettings};
 use crate::error::PolicyError;
-use crate::keys::DEFAULT_PREFIX;
+use crate::keys::{DEFAULT_PREFIX, KeyClass, classify};
 use crate::parse::Parser;
 use crate::ports::PortSpec;
 
@@ -22,6 +22,26 @@ pub struct PolicyOptions {
     /// Whether a key under the prefix that the schema does not know is an error (default
     /// true: a typo like `kraal.dev/cpu_burst` would otherwise be silently ignored).
     pub reject_unknown: bool,
+}
+
+impl PolicyOptions {
+    /// True for the annotations the policy reads: every key under the prefix (known or not)
+    /// and the two `kubernetes.io` bandwidth keys. A live policy update may change only these.
+    pub fn is_policy_key(&self, key: &str) -> bool {
+        !matches!(classify(key, &self.prefix), KeyClass::Foreign)
+    }
+
+    /// The policy annotations among `annotations`, sorted by key.
+    pub fn policy_annotations<'a, I>(&self, annotations: I) -> BTreeMap<String, String>
+    where
+        I: IntoIterator<Item = (&'a String, &'a String)>,
+    {
+        annotations
+            .into_iter()
+            .filter(|(k, _)| self.is_policy_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 impl Default for PolicyOptions {
@@ -148,5 +168,28 @@ impl PodPolicy {
     /// JSON for `PodSandboxStatus.info` and the admin API.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_keys_are_ours_and_the_kubernetes_bandwidth_ones() {
+        let options = PolicyOptions::default();
+        assert!(options.is_policy_key("kraal.dev/cpu-burst"));
+        assert!(options.is_policy_key("kraal.dev/cpu-burst.web"));
+        assert!(options.is_policy_key("kraal.dev/typo"));
+        assert!(options.is_policy_key("kubernetes.io/egress-bandwidth"));
+        assert!(!options.is_policy_key("kubernetes.io/config.seen"));
+        assert!(!options.is_policy_key("example.com/cpu-burst"));
+        let all = BTreeMap::from([
+            ("kraal.dev/qos-class".to_string(), "offline".to_string()),
+            ("app".to_string(), "web".to_string()),
+        ]);
+        let picked = options.policy_annotations(&all);
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked["kraal.dev/qos-class"], "offline");
     }
 }
