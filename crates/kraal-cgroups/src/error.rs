@@ -53,6 +53,52 @@ pub enum CgroupError {
     /// Neither a cgroup v1 controller nor a cgroup2 hierarchy is mounted.
     #[error("no cgroup v1 controller and no cgroup2 mount found in {}", path.display())]
     NoCgroups { path: PathBuf },
+
+    /// The tasks of `rel` did not all stop in time. The cgroup was thawed again, so
+    /// nothing is left half-frozen.
+    #[error(
+        "freezing cgroup {rel}: its tasks did not stop within {waited_ms} ms (a task may be stuck in the kernel, e.g. in uninterruptible I/O); the cgroup was thawed again"
+    )]
+    FreezeTimeout { rel: String, waited_ms: u64 },
+
+    /// No hierarchy can freeze: no v1 freezer controller and no cgroup2 mount.
+    #[error(
+        "cannot freeze: the cgroup v1 freezer controller is not mounted and there is no cgroup2 hierarchy"
+    )]
+    FreezerUnavailable,
+
+    /// A control file this kernel does not have (the cgroup and its controller exist).
+    /// Callers may treat this as a warning and apply the rest without the feature.
+    #[error(
+        "{feature} is not supported by this kernel: {} does not exist (needs Linux {since} or later)",
+        path.display()
+    )]
+    Unsupported {
+        path: PathBuf,
+        feature: &'static str,
+        since: &'static str,
+    },
+
+    /// A CFS burst the kernel cannot combine with the CPU quota: the burst may be at most
+    /// the quota, and without a quota there is nothing to burst above.
+    #[error("cgroup {rel}: {}", burst_reason(*.burst_us, *.quota_us))]
+    CpuBurst {
+        rel: String,
+        burst_us: u64,
+        /// The quota the burst would sit on, None for no quota (-1 / `max`).
+        quota_us: Option<u64>,
+    },
+}
+
+fn burst_reason(burst_us: u64, quota_us: Option<u64>) -> String {
+    match quota_us {
+        None => format!(
+            "a cpu burst of {burst_us} µs needs a cpu quota, but the quota is unlimited (-1); set a quota of at least {burst_us} µs or a burst of 0"
+        ),
+        Some(quota) => format!(
+            "a cpu burst of {burst_us} µs exceeds the cpu quota of {quota} µs; the kernel allows a burst of at most the quota"
+        ),
+    }
 }
 
 impl CgroupError {
@@ -78,6 +124,12 @@ impl CgroupError {
     /// True when the cgroup or file does not exist.
     pub fn is_not_found(&self) -> bool {
         self.raw_os_error() == Some(libc::ENOENT)
+    }
+
+    /// True when the kernel lacks a feature that was asked for ([`CgroupError::Unsupported`]),
+    /// which callers usually report as a warning.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, CgroupError::Unsupported { .. })
     }
 }
 
@@ -112,5 +164,38 @@ mod tests {
         assert!(msg.contains("/sys/fs/cgroup/memory/kubepods/pod1"), "{msg}");
         assert!(msg.contains("[42]"), "{msg}");
         assert!(e.is_busy());
+    }
+
+    #[test]
+    fn freeze_timeout_says_what_happened() {
+        let e = CgroupError::FreezeTimeout {
+            rel: "/kubepods/pod1".into(),
+            waited_ms: 1000,
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("/kubepods/pod1"), "{msg}");
+        assert!(msg.contains("within 1000 ms"), "{msg}");
+        assert!(msg.contains("thawed again"), "{msg}");
+    }
+
+    #[test]
+    fn burst_errors_name_burst_and_quota() {
+        let e = CgroupError::CpuBurst {
+            rel: "/pod".into(),
+            burst_us: 5000,
+            quota_us: None,
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("5000 µs") && msg.contains("unlimited (-1)"),
+            "{msg}"
+        );
+        let e = CgroupError::CpuBurst {
+            rel: "/pod".into(),
+            burst_us: 5000,
+            quota_us: Some(4000),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("5000 µs") && msg.contains("4000 µs"), "{msg}");
     }
 }

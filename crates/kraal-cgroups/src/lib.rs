@@ -9,9 +9,12 @@
 //!
 //! Module map: `mountinfo` (detection), `path` (validation), `v1` / `v2` (per-version
 //! creation, reclaim, OOM counters), `remove`, `stats`, `stat_file` (pure parsers), `fs`
-//! (file access with errors that name the file).
+//! (file access with errors that name the file), `resources` (limits and policy files,
+//! with `resources/v1` / `resources/v2` holding the per-version files and write order),
+//! `freezer` (freeze and thaw a subtree, v1 freezer or cgroup2 `cgroup.freeze`).
 
 mod error;
+mod freezer;
 mod fs;
 mod mountinfo;
 mod path;
@@ -29,8 +32,9 @@ use serde::Serialize;
 use tracing::debug;
 
 pub use error::CgroupError;
+pub use freezer::{FreezerKind, FreezerState};
 pub use path::CgroupPath;
-pub use resources::{Resources, shares_to_weight};
+pub use resources::{MemoryHigh, Resources, Written, shares_to_weight, weight_to_shares};
 pub use stats::CgroupStats;
 
 /// Where the kernel says what is mounted.

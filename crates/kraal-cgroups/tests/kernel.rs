@@ -1,19 +1,28 @@
 //! Kernel tests on this host's real cgroups (needs root; skipped with a message
 //! otherwise). Every cgroup lives under a `/kraal-test-<pid>-<n>` parent that [`Scratch`]
 //! removes when the test ends, pass or fail, after killing the processes the test
-//! started — by their pid, never anyone else's.
+//! started — by their pid, never anyone else's — and thawing what it froze (a task
+//! frozen by the v1 freezer does not die of SIGKILL until it is thawed).
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use kraal_cgroups::{CgroupError, Cgroups, Hierarchy, MANAGED_V1_CONTROLLERS};
+use kraal_cgroups::{
+    CgroupError, Cgroups, FreezerKind, FreezerState, Hierarchy, MANAGED_V1_CONTROLLERS, MemoryHigh,
+    Resources, Written,
+};
 
 const MIB: u64 = 1 << 20;
 /// Set in the environment of the re-executed test binary that plays the memory hog.
 const HOG_ENV: &str = "KRAAL_CGROUPS_TEST_HOG";
+/// Set in the environment of the re-executed test binary that counts into a file.
+const COUNTER_ENV: &str = "KRAAL_CGROUPS_TEST_COUNTER";
+/// Generous: a running task freezes within milliseconds.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -29,10 +38,17 @@ struct Scratch {
     cg: Cgroups,
     top: String,
     children: Vec<Child>,
+    /// Cgroups the test froze, thawed again on drop.
+    frozen: Vec<String>,
 }
 
 impl Scratch {
     fn new() -> Scratch {
+        Scratch::with(Cgroups::detect().unwrap())
+    }
+
+    /// A scratch cgroup in the given hierarchies only.
+    fn with(cg: Cgroups) -> Scratch {
         static N: AtomicUsize = AtomicUsize::new(0);
         let top = format!(
             "/kraal-test-{}-{}",
@@ -40,10 +56,35 @@ impl Scratch {
             N.fetch_add(1, Ordering::SeqCst)
         );
         Scratch {
-            cg: Cgroups::detect().unwrap(),
+            cg,
             top,
             children: Vec::new(),
+            frozen: Vec::new(),
         }
+    }
+
+    /// Freezes `rel`, remembering to thaw it on drop.
+    fn freeze(&mut self, rel: &str) -> PathBuf {
+        self.frozen.push(rel.to_string());
+        self.cg.freeze(rel, FREEZE_TIMEOUT).unwrap()
+    }
+
+    /// Starts this test binary as `counter_helper`, counting into `file`, inside `rel`.
+    fn spawn_counter(&mut self, rel: &str, file: &Path) -> i32 {
+        let exe = std::env::current_exe().unwrap();
+        let mut gate = self.spawn_gated(
+            &exe,
+            &[
+                "--exact",
+                "counter_helper",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+            &[(COUNTER_ENV, file.to_str().unwrap())],
+        );
+        self.cg.add_pid(rel, gate.pid).unwrap();
+        gate.open();
+        gate.pid
     }
 
     fn rel(&self, sub: &str) -> String {
@@ -119,6 +160,14 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        for rel in self.frozen.iter().rev() {
+            match self.cg.thaw(rel) {
+                // Removed by the test already: nothing to thaw.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => eprintln!("thawing {rel} failed: {e}"),
+                Ok(_) => {}
+            }
+        }
         for child in &mut self.children {
             // Already reaped children are skipped by std; the rest are ours to kill.
             let _ = child.kill();
@@ -395,4 +444,299 @@ fn invalid_and_missing_paths() {
     s.cg.remove(&s.rel("never")).unwrap();
     let err = s.cg.stats(&s.rel("never")).unwrap_err();
     assert!(err.to_string().contains(&s.rel("never")), "{err}");
+}
+
+/// Not a test on its own: counts up forever, writing the count to `$KRAAL_CGROUPS_TEST_COUNTER`
+/// at offset 0 with a fixed width (never truncating, so a reader never sees an empty
+/// file), when re-executed by the freezer tests.
+#[test]
+fn counter_helper() {
+    use std::os::unix::fs::FileExt;
+    let Ok(path) = std::env::var(COUNTER_ENV) else {
+        return;
+    };
+    let file = std::fs::File::create(path).unwrap();
+    for i in 1u64.. {
+        file.write_all_at(format!("{i:020}\n").as_bytes(), 0)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The count `counter_helper` has reached (0 before its first write).
+fn count(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 10 s) until the counter is above `above`; returns it.
+fn wait_for_count_above(file: &Path, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = count(file);
+        if n > above {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counter stuck at {n} (waiting for > {above})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A counting process in `pod/ctr`; freezing `pod` stops it (the freeze is recursive),
+/// thawing `pod` lets it go on.
+fn freeze_and_thaw_a_counting_process(s: &mut Scratch, control_file: &str) {
+    let pod = s.rel("pod-freeze");
+    let ctr = format!("{pod}/ctr");
+    s.cg.create(&ctr).unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let counter = tmp.path().join("counter");
+    let pid = s.spawn_counter(&ctr, &counter);
+    let running = wait_for_count_above(&counter, 0);
+    assert_eq!(s.cg.freezer_state(&pod).unwrap(), FreezerState::Thawed);
+
+    let start = Instant::now();
+    let file = s.freeze(&pod);
+    eprintln!("froze in {:?} via {}", start.elapsed(), file.display());
+    assert_eq!(file.file_name().unwrap(), control_file);
+    assert!(
+        file.parent()
+            .unwrap()
+            .ends_with(pod.trim_start_matches('/'))
+    );
+    assert_eq!(s.cg.freezer_state(&pod).unwrap(), FreezerState::Frozen);
+    assert_eq!(s.cg.freezer_state(&ctr).unwrap(), FreezerState::Frozen);
+
+    let frozen_at = count(&counter);
+    assert!(frozen_at >= running);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&counter), frozen_at, "counter grew while frozen");
+    // Freezing a frozen cgroup is fine; the process is still there.
+    s.cg.freeze(&pod, FREEZE_TIMEOUT).unwrap();
+    assert_eq!(s.cg.pids(&pod).unwrap(), [pid]);
+
+    let file = s.cg.thaw(&pod).unwrap();
+    assert_eq!(file.file_name().unwrap(), control_file);
+    assert_eq!(s.cg.freezer_state(&pod).unwrap(), FreezerState::Thawed);
+    assert_eq!(s.cg.freezer_state(&ctr).unwrap(), FreezerState::Thawed);
+    wait_for_count_above(&counter, frozen_at);
+
+    s.kill(pid);
+    s.cg.remove(&s.top).unwrap();
+}
+
+#[test]
+fn v1_freezer_stops_a_subtree_and_thaw_resumes_it() {
+    if !is_root() {
+        return;
+    }
+    let mut s = Scratch::new();
+    if s.cg.freezer_kind() != Some(FreezerKind::V1) {
+        eprintln!("skipped: no v1 freezer controller mounted");
+        return;
+    }
+    freeze_and_thaw_a_counting_process(&mut s, "freezer.state");
+}
+
+#[test]
+fn cgroup2_freeze_stops_a_subtree_and_thaw_resumes_it() {
+    if !is_root() {
+        return;
+    }
+    // Only this host's cgroup2 line, so the unified tree's cgroup.freeze is used even
+    // where a v1 freezer is mounted (hybrid).
+    let mountinfo = read(Path::new("/proc/self/mountinfo"));
+    let Some(line) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")) else {
+        eprintln!("skipped: this host has no cgroup2 mount");
+        return;
+    };
+    let cg = Cgroups::from_mountinfo(&format!("{line}\n")).unwrap();
+    assert_eq!(cg.freezer_kind(), Some(FreezerKind::V2));
+    let mut s = Scratch::with(cg);
+    freeze_and_thaw_a_counting_process(&mut s, "cgroup.freeze");
+}
+
+#[test]
+fn freezing_a_missing_cgroup_is_not_found() {
+    if !is_root() {
+        return;
+    }
+    let s = Scratch::new();
+    let missing = s.rel("never");
+    let err = s.cg.freeze(&missing, FREEZE_TIMEOUT).unwrap_err();
+    assert!(matches!(err, CgroupError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains(&missing), "{err}");
+    assert!(s.cg.thaw(&missing).unwrap_err().is_not_found());
+    assert!(s.cg.freezer_state(&missing).unwrap_err().is_not_found());
+}
+
+#[test]
+fn cpu_burst_idle_and_memory_high_on_v1() {
+    if !is_root() {
+        return;
+    }
+    let s = Scratch::new();
+    if s.cg.v1_root("cpu").is_none() || s.cg.v1_root("memory").is_none() {
+        eprintln!("skipped: needs the v1 cpu and memory controllers");
+        return;
+    }
+    let ctr = s.rel("pod-res/ctr");
+    s.cg.create(&ctr).unwrap();
+    let cpu = s.cg.v1_path("cpu", &ctr).unwrap().unwrap();
+    let mem = s.cg.v1_path("memory", &ctr).unwrap().unwrap();
+    let w = |dir: &Path, file: &str, value: &str| Written {
+        file: dir.join(file),
+        value: value.to_string(),
+    };
+    let value = |dir: &Path, file: &str| read(&dir.join(file)).trim().to_string();
+    let no_soft_limit = value(&mem, "memory.soft_limit_in_bytes");
+    if !cpu.join("cpu.cfs_burst_us").exists() || !cpu.join("cpu.idle").exists() {
+        eprintln!("skipped: this kernel has no cpu.cfs_burst_us or cpu.idle");
+        return;
+    }
+    assert_eq!(s.cg.read_cpu_shares(&ctr).unwrap(), Some(1024));
+
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_period_us: Some(50_000),
+                cpu_quota_us: Some(10_000),
+                cpu_burst_us: Some(5_000),
+                cpu_idle: Some(true),
+                memory_high: Some(MemoryHigh::Bytes(64 * MIB)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        [
+            w(&cpu, "cpu.cfs_burst_us", "0"),
+            w(&cpu, "cpu.cfs_period_us", "50000"),
+            w(&cpu, "cpu.cfs_quota_us", "10000"),
+            w(&cpu, "cpu.idle", "1"),
+            w(&cpu, "cpu.cfs_burst_us", "5000"),
+            w(&mem, "memory.soft_limit_in_bytes", &(64 * MIB).to_string()),
+        ]
+    );
+    assert_eq!(value(&cpu, "cpu.cfs_period_us"), "50000");
+    assert_eq!(value(&cpu, "cpu.cfs_quota_us"), "10000");
+    assert_eq!(value(&cpu, "cpu.cfs_burst_us"), "5000");
+    assert_eq!(value(&cpu, "cpu.idle"), "1");
+    assert_eq!(
+        value(&mem, "memory.soft_limit_in_bytes"),
+        (64 * MIB).to_string()
+    );
+    // An idle group has the minimum weight, whatever its shares were.
+    assert_eq!(s.cg.read_cpu_shares(&ctr).unwrap(), Some(3));
+
+    // Applying an offline plan again (shares + idle on an idle group) must not trip over
+    // the kernel's refusal of weight writes to idle groups.
+    let offline = Resources {
+        cpu_shares: Some(2),
+        cpu_idle: Some(true),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        s.cg.apply_resources(&ctr, &offline).unwrap();
+        assert_eq!(value(&cpu, "cpu.idle"), "1");
+    }
+
+    // A quota below the current burst: the kernel would refuse the quota while the old
+    // burst is in place, so the burst goes to 0 first.
+    let lower = Resources {
+        cpu_quota_us: Some(4_000),
+        cpu_burst_us: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.cg.apply_resources(&ctr, &lower).unwrap(),
+        [
+            w(&cpu, "cpu.cfs_burst_us", "0"),
+            w(&cpu, "cpu.cfs_quota_us", "4000"),
+            w(&cpu, "cpu.cfs_burst_us", "2000"),
+        ]
+    );
+    assert_eq!(value(&cpu, "cpu.cfs_quota_us"), "4000");
+    assert_eq!(value(&cpu, "cpu.cfs_burst_us"), "2000");
+
+    // Refused before anything is written: a quota below the burst that stays, and a
+    // burst without a quota.
+    let err =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_quota_us: Some(1_000),
+                memory_high: Some(MemoryHigh::Unlimited),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::CpuBurst {
+                burst_us: 2_000,
+                quota_us: Some(1_000),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_quota_us: Some(-1),
+                cpu_burst_us: Some(1_000),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&ctr) && msg.contains("1000 µs") && msg.contains("-1"),
+        "{msg}"
+    );
+    assert_eq!(value(&cpu, "cpu.cfs_quota_us"), "4000");
+    assert_eq!(value(&cpu, "cpu.cfs_burst_us"), "2000");
+    assert_eq!(
+        value(&mem, "memory.soft_limit_in_bytes"),
+        (64 * MIB).to_string()
+    );
+
+    // Idle off first, then the shares (refused while idle; clearing idle resets them).
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_idle: Some(false),
+                cpu_shares: Some(512),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        [w(&cpu, "cpu.idle", "0"), w(&cpu, "cpu.shares", "512")]
+    );
+    assert_eq!(s.cg.read_cpu_shares(&ctr).unwrap(), Some(512));
+
+    // No throttle point: the soft limit is back at the kernel's "unlimited".
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                memory_high: Some(MemoryHigh::Unlimited),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(written, [w(&mem, "memory.soft_limit_in_bytes", "-1")]);
+    assert_eq!(value(&mem, "memory.soft_limit_in_bytes"), no_soft_limit);
 }
