@@ -25,19 +25,29 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The kraald binary `cargo build -p kraald` produced next to this test binary.
 pub fn kraald_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("KRAALD_BIN") {
+    built_bin("kraald", "KRAALD_BIN", "kraald")
+}
+
+/// The kraalctl binary `cargo build -p kraalctl` produced next to this test binary.
+pub fn kraalctl_bin() -> PathBuf {
+    built_bin("kraalctl", "KRAALCTL_BIN", "kraalctl")
+}
+
+/// A binary of this workspace: `$env` if set, else the one in target/<profile>/.
+fn built_bin(name: &str, env: &str, package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test> -> target/<profile>/kraald
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("kraald");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first (`cargo build -p kraald`, which hack/test.sh does) or set KRAALD_BIN",
+        "{} is missing: build it first (`cargo build -p {package}`, which hack/test.sh does) or set {env}",
         bin.display()
     );
     bin
@@ -160,6 +170,21 @@ impl Kraald {
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(connect(&self.socket).await.expect("connect"))
+    }
+
+    /// The admin API's socket: kraald puts it beside the CRI socket unless configured.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.socket.with_file_name("admin.sock")
+    }
+
+    /// Runs `kraalctl --socket <admin socket> args...` and returns what it printed.
+    pub fn kraalctl(&self, args: &[&str]) -> Output {
+        Command::new(kraalctl_bin())
+            .arg("--socket")
+            .arg(self.admin_socket())
+            .args(args)
+            .output()
+            .expect("running kraalctl")
     }
 
     pub async fn images(&self) -> ImageServiceClient<Channel> {

@@ -20,6 +20,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/kraal/config.toml";
 pub struct Config {
     pub socket: PathBuf,
     pub socket_group: String,
+    /// The admin API's socket (root only); empty: `admin.sock` beside `socket`.
+    pub admin_socket: PathBuf,
     pub root: PathBuf,
     pub state: PathBuf,
     pub cgroup_driver: CgroupDriver,
@@ -56,6 +58,7 @@ impl Default for Config {
         Config {
             socket: PathBuf::from("/run/kraal/kraal.sock"),
             socket_group: String::new(),
+            admin_socket: PathBuf::new(),
             root: PathBuf::from("/var/lib/kraal"),
             state: PathBuf::from("/run/kraal"),
             cgroup_driver: CgroupDriver::Cgroupfs,
@@ -150,6 +153,15 @@ impl Config {
         }
     }
 
+    /// Where the admin API listens: `admin_socket`, or `admin.sock` beside the CRI socket.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        if self.admin_socket.as_os_str().is_empty() {
+            self.socket.with_file_name("admin.sock")
+        } else {
+            self.admin_socket.clone()
+        }
+    }
+
     /// Checks what serde cannot: absolute paths, a usable log filter, sane mirrors.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
@@ -170,6 +182,20 @@ impl Config {
                     "expected an absolute path",
                 ));
             }
+        }
+        if !self.admin_socket.as_os_str().is_empty() && !self.admin_socket.is_absolute() {
+            return Err(invalid(
+                "admin_socket",
+                self.admin_socket.display().to_string(),
+                "expected an absolute path, or empty for admin.sock beside socket",
+            ));
+        }
+        if self.admin_socket_path() == self.socket {
+            return Err(invalid(
+                "admin_socket",
+                self.admin_socket.display().to_string(),
+                "must differ from socket (the admin API is root only, the CRI socket is not)",
+            ));
         }
         if self.root == self.state {
             return Err(invalid(

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kraal_api::kraal::v1::admin_server::AdminServer;
 use kraal_api::runtime::v1::image_service_server::ImageServiceServer;
 use kraal_api::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use kraal_image::ImageStore;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::admin::AdminHandler;
 use crate::config::Config;
 use crate::cri::{ImageHandler, InUse, RuntimeHandler};
 use crate::runtime::Runtime;
@@ -50,25 +52,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     runtime.recover();
 
-    let (listener, socket_file) = socket::bind(&config.socket, &config.socket_group)?;
+    let (listener, socket_file) = socket::bind(
+        &config.socket,
+        &config.socket_group,
+        socket::CRI_SOCKET_MODE,
+    )?;
+    let admin_path = config.admin_socket_path();
+    let (admin_listener, admin_socket_file) =
+        socket::bind(&admin_path, "", socket::ADMIN_SOCKET_MODE)?;
     let in_use: InUse = {
         let runtime = runtime.clone();
         Arc::new(move |image_id: &str| runtime.container_using_image(image_id))
     };
     let image = ImageHandler::new(images, in_use);
+    let admin = AdminHandler::new(runtime.clone());
     let runtime = RuntimeHandler::new(runtime);
 
     tracing::info!(
         socket = %config.socket.display(),
+        admin_socket = %admin_path.display(),
         root = %config.root.display(),
         state = %config.state.display(),
         version = env!("CARGO_PKG_VERSION"),
         "kraald serving CRI v1"
     );
 
-    let incoming = UnixListenerStream::new(listener);
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let serving = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let serving_cri = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("cri", call = %request.uri().path()))
         .add_service(
             RuntimeServiceServer::new(runtime)
@@ -80,17 +97,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming, {
-            let stopping = stopping.clone();
-            async move {
-                shutdown_signal().await;
-                stopping.notify_one();
-            }
-        });
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+    let serving_admin = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("admin", call = %request.uri().path()))
+        .add_service(AdminServer::new(admin))
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(admin_listener),
+            stopped(stop_rx.clone()),
+        );
+    let serving = async {
+        tokio::try_join!(
+            async { serving_cri.await.context("serving the CRI socket") },
+            async { serving_admin.await.context("serving the admin socket") },
+        )
+        .map(|_| ())
+    };
     // Graceful shutdown waits for open calls; a long-lived stream (kubelet keeps one open
     // for events) must not hold kraald forever, so the grace period is bounded.
     let grace = async {
-        stopping.notified().await;
+        stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
         tracing::warn!("calls still open after {SHUTDOWN_GRACE:?}; stopping anyway");
     };
@@ -99,7 +124,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = grace => Ok(()),
     };
     socket_file.remove();
-    served.context("serving the CRI socket")?;
+    admin_socket_file.remove();
+    served?;
     tracing::info!("kraald stopped; containers, if any, keep running");
     Ok(())
 }

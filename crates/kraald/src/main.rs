@@ -1,5 +1,6 @@
 //! kraald: kraal's CRI daemon. kubelet talks to it over a unix socket, as to containerd.
 
+mod admin;
 mod clock;
 mod config;
 mod cri;
@@ -7,6 +8,7 @@ mod daemon;
 mod lock;
 mod logging;
 mod pod_infra;
+mod policy;
 mod runtime;
 mod socket;
 mod state;

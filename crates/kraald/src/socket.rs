@@ -1,4 +1,5 @@
-//! The CRI socket: replace a stale one safely, never steal a live one, mode 0660.
+//! kraald's sockets: replace a stale one safely, never steal a live one. The CRI socket is
+//! mode 0660 (root and `socket_group`), the admin socket 0600 (root only).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -7,7 +8,8 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Gid, Group, chown};
 use tokio::net::UnixListener;
 
-const SOCKET_MODE: u32 = 0o660;
+pub const CRI_SOCKET_MODE: u32 = 0o660;
+pub const ADMIN_SOCKET_MODE: u32 = 0o600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -38,7 +40,11 @@ pub struct SocketFile {
     inode: u64,
 }
 
-pub fn bind(path: &Path, group: &str) -> Result<(UnixListener, SocketFile), SocketError> {
+pub fn bind(
+    path: &Path,
+    group: &str,
+    mode: u32,
+) -> Result<(UnixListener, SocketFile), SocketError> {
     let io = |action: &'static str| {
         let path = path.to_path_buf();
         move |source| SocketError::Io {
@@ -52,12 +58,12 @@ pub fn bind(path: &Path, group: &str) -> Result<(UnixListener, SocketFile), Sock
     }
     remove_if_stale(path)?;
     // The umask keeps the socket from being world-connectable between bind() and chmod().
-    let previous = umask(Mode::from_bits_truncate(0o117));
+    let previous = umask(Mode::from_bits_truncate(0o777 & !mode));
     let listener = UnixListener::bind(path);
     umask(previous);
     let listener = listener.map_err(io("binding"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(io("setting mode 0660"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("setting its mode"))?;
     if !group.is_empty() {
         let gid = resolve_group(group)?;
         chown(path, None, Some(gid)).map_err(|source| SocketError::Chown {
@@ -141,13 +147,16 @@ mod tests {
     async fn stale_socket_is_replaced_live_one_is_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kraal.sock");
-        let (first, _) = bind(&path, "").expect("first bind");
+        let (first, _) = bind(&path, "", CRI_SOCKET_MODE).expect("first bind");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        assert!(matches!(bind(&path, ""), Err(SocketError::Live(_))));
+        assert!(matches!(
+            bind(&path, "", CRI_SOCKET_MODE),
+            Err(SocketError::Live(_))
+        ));
         drop(first);
         // The file is still there but nobody listens: stale, so it is replaced.
-        let (_second, file) = bind(&path, "").expect("stale socket replaced");
+        let (_second, file) = bind(&path, "", CRI_SOCKET_MODE).expect("stale socket replaced");
         file.remove();
         assert!(!path.exists());
     }
@@ -157,7 +166,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kraal.sock");
         std::fs::write(&path, b"precious").expect("write");
-        assert!(matches!(bind(&path, ""), Err(SocketError::NotASocket(_))));
+        assert!(matches!(
+            bind(&path, "", CRI_SOCKET_MODE),
+            Err(SocketError::NotASocket(_))
+        ));
         assert_eq!(std::fs::read(&path).expect("read"), b"precious");
     }
 }

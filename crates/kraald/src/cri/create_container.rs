@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kraal_api::runtime::v1 as cri;
+use kraal_policy::PodPolicy;
 use kraal_runtime::monitor::MonitorConfig;
 use kraal_runtime::rootfs::{self, WritableLayer};
 use kraal_runtime::spec::{self, PidMode, SandboxContext, SpecInput};
@@ -59,7 +60,8 @@ pub async fn create_container(
         ));
     }
     let log_path = log_path(&sandbox, &config.log_path)?;
-    check_policy(runtime, &sandbox, &config)?;
+    crate::policy::refuse_if_frozen(runtime, &sandbox_id, "CreateContainer")?;
+    let policy = check_policy(runtime, &sandbox, &config)?;
 
     let key = format!("ctr/{sandbox_id}/{}/{}", metadata.name, metadata.attempt);
     let (name, attempt) = (metadata.name.clone(), metadata.attempt);
@@ -81,7 +83,7 @@ pub async fn create_container(
 
     let rt = runtime.clone();
     let created = tokio::task::spawn_blocking(move || {
-        create_blocking(&rt, &sandbox, config, image_name, log_path)
+        create_blocking(&rt, &sandbox, &policy, config, image_name, log_path)
     })
     .await
     .map_err(|e| internal("CreateContainer task", e))??;
@@ -99,6 +101,7 @@ pub async fn create_container(
 fn create_blocking(
     runtime: &Runtime,
     sandbox: &SandboxRecord,
+    policy: &PodPolicy,
     config: cri::ContainerConfig,
     image_name: String,
     log_path: String,
@@ -116,6 +119,7 @@ fn create_blocking(
     let result = create_steps(
         runtime,
         sandbox,
+        policy,
         &config,
         &image,
         &id,
@@ -136,6 +140,7 @@ fn create_blocking(
 fn create_steps(
     runtime: &Runtime,
     sandbox: &SandboxRecord,
+    policy: &PodPolicy,
     config: &cri::ContainerConfig,
     image: &kraal_image::Image,
     id: &str,
@@ -156,9 +161,12 @@ fn create_steps(
     let cgroups_path = format!("{}/kraal-{id}", sandbox.cgroup_parent);
     let context = sandbox_context(sandbox);
     let seccomp_root = runtime.config.seccomp_profile_root.clone();
+    let metadata = config.metadata.clone().unwrap_or_default();
+    let kubelet_resources = config.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let spec_config = with_policy_oom_score(config, policy, &metadata.name);
     let built = spec::build_spec(&SpecInput {
         container_id: id,
-        config,
+        config: &spec_config,
         sandbox: &context,
         image_config: &image.config,
         rootfs: &rootfs_dir,
@@ -214,7 +222,30 @@ fn create_steps(
             ))
         })?;
 
-    let metadata = config.metadata.clone().unwrap_or_default();
+    // The container exists but has not run a single instruction of its own: the policy's
+    // cgroup values are in place before StartContainer.
+    let mut outcome = crate::policy::apply_container(
+        runtime,
+        policy,
+        &metadata.name,
+        &cgroups_path,
+        kubelet_resources,
+    )
+    .map_err(|e| {
+        Status::internal(format!(
+            "CreateContainer: applying the pod's policy to container {:?}: {e}",
+            metadata.name
+        ))
+    })?;
+    outcome.applied.extend(crate::policy::oom_setting(
+        policy,
+        &metadata.name,
+        kubelet_resources,
+        created.pid,
+    ));
+    for warning in &outcome.warnings {
+        tracing::warn!(container = %id, "{warning}");
+    }
     let record = ContainerRecord {
         id: id.to_string(),
         sandbox_id: sandbox.id.clone(),
@@ -256,6 +287,8 @@ fn create_steps(
             .and_then(|l| l.resources.as_ref())
             .map(|r| r.encode_to_vec())
             .unwrap_or_default(),
+        applied: outcome.applied,
+        policy_warnings: outcome.warnings,
     };
     runtime
         .state
@@ -311,18 +344,16 @@ fn log_path(sandbox: &SandboxRecord, relative: &str) -> Result<String, Status> {
         .into_owned())
 }
 
-/// The pod's per-container settings must fit this container's limits (a CPU burst needs a
-/// CPU limit, memory-high must be below the memory limit), checked before anything exists.
+/// The pod's policy, whose per-container settings must fit this container's limits (a CPU
+/// burst needs a CPU limit, memory-high must be below the memory limit), checked before
+/// anything exists.
 fn check_policy(
     runtime: &Runtime,
     sandbox: &SandboxRecord,
     config: &cri::ContainerConfig,
-) -> Result<(), Status> {
-    let policy =
-        kraal_policy::PodPolicy::from_annotations(&sandbox.annotations, &runtime.config.policy)
-            .map_err(|e| {
-                Status::invalid_argument(format!("CreateContainer: pod annotations: {e}"))
-            })?;
+) -> Result<PodPolicy, Status> {
+    let policy = crate::policy::pod_policy(runtime, sandbox)
+        .map_err(|e| Status::invalid_argument(format!("CreateContainer: pod annotations: {e}")))?;
     let name = config
         .metadata
         .as_ref()
@@ -337,7 +368,32 @@ fn check_policy(
     policy
         .for_container(name)
         .check_limits(&limits)
-        .map_err(|e| Status::invalid_argument(format!("CreateContainer: container {name:?}: {e}")))
+        .map_err(|e| {
+            Status::invalid_argument(format!("CreateContainer: container {name:?}: {e}"))
+        })?;
+    Ok(policy)
+}
+
+/// `config` with the `oom_score_adj` the policy wants (offline containers score highest),
+/// so the container's processes start with it.
+fn with_policy_oom_score(
+    config: &cri::ContainerConfig,
+    policy: &PodPolicy,
+    name: &str,
+) -> cri::ContainerConfig {
+    let kubelet = config.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let plan = policy
+        .for_container(name)
+        .plan(&crate::policy::cri_resources(kubelet));
+    let mut config = config.clone();
+    if let Some(oom) = plan.oom_score_adj {
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux
+            .resources
+            .get_or_insert_with(Default::default)
+            .oom_score_adj = oom.value;
+    }
+    config
 }
 
 fn stop_signal(config: &cri::ContainerConfig, image_config: &serde_json::Value) -> Option<String> {

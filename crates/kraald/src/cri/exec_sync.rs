@@ -40,6 +40,8 @@ pub async fn exec_sync(
     if request.cmd.is_empty() {
         return Err(Status::invalid_argument("ExecSync: cmd must not be empty"));
     }
+    // Joining a frozen cgroup would hang the exec until someone thaws the pod.
+    crate::policy::refuse_if_frozen(runtime, &record.sandbox_id, "ExecSync")?;
     let layout = &runtime.layout;
     let exec_id = new_id().map_err(|e| io_status("ExecSync: making an id", e))?;
     let dir = layout.container_dir(&id);

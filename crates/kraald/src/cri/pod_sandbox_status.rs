@@ -79,12 +79,16 @@ pub fn sandbox_status_message(_runtime: &Runtime, record: &SandboxRecord) -> cri
 
 fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value {
     // Validated at RunPodSandbox; re-parsed here so the info shows what kraal understood.
-    let policy =
-        kraal_policy::PodPolicy::from_annotations(&record.annotations, &runtime.config.policy)
-            .ok()
-            .and_then(|p| serde_json::to_value(&p).ok());
+    let policy = crate::policy::pod_policy(runtime, record)
+        .ok()
+        .and_then(|p| serde_json::to_value(&p).ok());
+    let (applied, warnings) = crate::policy::applied_settings(runtime, record);
     serde_json::json!({
         "policy": policy,
+        "policyAnnotations": crate::policy::annotations_in_effect(runtime, record),
+        "applied": applied,
+        "policyWarnings": warnings,
+        "frozen": record.frozen,
         "id": record.id,
         "hostname": record.hostname,
         "hostNetwork": record.host_network,

@@ -47,9 +47,10 @@ pub async fn run_pod_sandbox(
         )));
     }
     // The pod's kraal policy is checked before anything exists, so a bad annotation leaves
-    // nothing to undo. (Applying it is issue 4's work; here it is validated and shown.)
-    kraal_policy::PodPolicy::from_annotations(&config.annotations, &runtime.config.policy)
-        .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
+    // nothing to undo.
+    let policy =
+        kraal_policy::PodPolicy::from_annotations(&config.annotations, &runtime.config.policy)
+            .map_err(|e| Status::invalid_argument(format!("RunPodSandbox: {e}")))?;
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let ns = security.namespace_options.clone().unwrap_or_default();
@@ -140,6 +141,11 @@ pub async fn run_pod_sandbox(
             .collect::<BTreeMap<_, _>>(),
         privileged: security.privileged,
         infra: None,
+        policy_annotations: None,
+        saved_cpu_shares: None,
+        applied: Vec::new(),
+        policy_warnings: Vec::new(),
+        frozen: false,
     };
     check_sysctls(&record)?;
     let dns = config.dns_config.as_ref().map(|d| DnsSettings {
@@ -151,7 +157,7 @@ pub async fn run_pod_sandbox(
     let rt = runtime.clone();
     let (record, built) = tokio::task::spawn_blocking(move || {
         let mut record = record;
-        let built = build(&rt, &mut record, dns);
+        let built = build(&rt, &mut record, &policy, dns);
         (record, built)
     })
     .await
@@ -175,6 +181,7 @@ pub async fn run_pod_sandbox(
 fn build(
     runtime: &Runtime,
     record: &mut SandboxRecord,
+    policy: &kraal_policy::PodPolicy,
     dns: Option<DnsSettings>,
 ) -> Result<(), Status> {
     let dir = runtime.layout.sandbox_dir(&record.id);
@@ -184,6 +191,11 @@ fn build(
         .cgroups
         .create(&record.cgroup_parent)
         .map_err(|e| Status::internal(format!("creating the pod cgroup: {e}")))?;
+    crate::policy::apply_pod(runtime, record, policy)
+        .map_err(|e| Status::internal(format!("RunPodSandbox: applying the pod's policy: {e}")))?;
+    for warning in &record.policy_warnings {
+        tracing::warn!(sandbox = %record.id, "{warning}");
+    }
     let want = NamespaceSet {
         net: !record.host_network,
         ipc: !record.host_ipc,

@@ -29,6 +29,7 @@ pub async fn start_container(
             record.state
         )));
     }
+    crate::policy::refuse_if_frozen(runtime, &record.sandbox_id, "StartContainer")?;
     // Taken before the start: a container that exits at once may have its exit recorded
     // before the reply arrives, and must not look as if it started after it finished.
     let started_at = crate::clock::now_nanos();

@@ -58,6 +58,8 @@ pub fn stop_container_blocking(
             .and_then(parse_signal)
             .unwrap_or(libc::SIGTERM);
         send(&init, signal, id)?;
+        // In a frozen pod the signal waits until the container runs again.
+        crate::policy::thaw_for_stop(runtime, &record);
         // The monitor exits right after writing the exit file: its end means the exit is on disk.
         if monitor.wait_exit(Duration::from_secs(timeout_secs as u64)) {
             runtime.record_exit(id);
@@ -66,6 +68,7 @@ pub fn stop_container_blocking(
         tracing::info!(container = %id, timeout_secs, "stop signal ignored; sending SIGKILL");
     }
     send(&init, libc::SIGKILL, id)?;
+    crate::policy::thaw_for_stop(runtime, &record);
     if !monitor.wait_exit(KILL_WAIT) {
         return Err(Status::deadline_exceeded(format!(
             "StopContainer: container {id} did not exit within {KILL_WAIT:?} of SIGKILL"

@@ -43,6 +43,8 @@ pub fn stop_blocking(runtime: &Arc<Runtime>, id: &str) -> Result<(), Status> {
             s.state = SandboxState::NotReady;
             s.net_ns = None;
             s.infra = None;
+            // Every container was thawed to stop; nothing is left frozen.
+            s.frozen = false;
         })
         .map_err(|e| io_status("saving the sandbox record", e))?;
     tracing::info!(sandbox = %id, "pod sandbox stopped");

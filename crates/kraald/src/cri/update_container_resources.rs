@@ -1,5 +1,7 @@
 //! `UpdateContainerResources`: new CPU and memory limits for a running container, written
-//! to its cgroup, and reported by ContainerStatus from then on.
+//! to its cgroup, and reported by ContainerStatus from then on. The pod's policy still
+//! applies on top: an offline container keeps its minimal weight, a `cpu-period` rescales
+//! the new quota, a burst is recomputed for it.
 
 use std::sync::Arc;
 
@@ -34,18 +36,85 @@ pub async fn update_container_resources(
         return Ok(cri::UpdateContainerResourcesResponse {});
     };
     let resources = to_resources(&linux)?;
+    let previous =
+        cri::LinuxContainerResources::decode(record.resources.as_slice()).unwrap_or_default();
+    let merged = merge(&previous, &linux);
+    let sandbox = runtime.sandbox("UpdateContainerResources", &record.sandbox_id)?;
+    let policy = crate::policy::pod_policy(runtime, &sandbox).map_err(|e| {
+        Status::failed_precondition(format!("UpdateContainerResources: pod policy: {e}"))
+    })?;
+    policy
+        .for_container(&record.name)
+        .check_limits(&kraal_policy::ContainerLimits {
+            cpu_quota_us: Some(merged.cpu_quota),
+            cpu_period_us: Some(merged.cpu_period),
+            memory_limit_bytes: Some(merged.memory_limit_in_bytes),
+        })
+        .map_err(|e| {
+            Status::invalid_argument(format!(
+                "UpdateContainerResources: the new limits contradict the pod's policy: container {:?}: {e}",
+                record.name
+            ))
+        })?;
     let rt = runtime.clone();
     let path = record.cgroups_path.clone();
-    tokio::task::spawn_blocking(move || rt.cgroups.apply_resources(&path, &resources))
-        .await
-        .map_err(|e| internal("UpdateContainerResources task", e))?
-        .map_err(|e| Status::internal(format!("UpdateContainerResources: {e}")))?;
+    let name = record.name.clone();
+    let merged_for_task = merged.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        // cpuset and memory limit as kubelet asks; the CPU values through the policy plan.
+        let cpu_free = Resources {
+            cpu_shares: None,
+            cpu_quota_us: None,
+            cpu_period_us: None,
+            ..resources
+        };
+        rt.cgroups.apply_resources(&path, &cpu_free)?;
+        crate::policy::apply_container(&rt, &policy, &name, &path, Some(&merged_for_task))
+    })
+    .await
+    .map_err(|e| internal("UpdateContainerResources task", e))?
+    .map_err(|e| Status::internal(format!("UpdateContainerResources: {e}")))?;
     runtime
         .state
-        .update_container(&id, |c| c.resources = linux.encode_to_vec())
+        .update_container(&id, |c| {
+            c.resources = merged.encode_to_vec();
+            let oom: Vec<_> = c
+                .applied
+                .drain(..)
+                .filter(|a| a.file.ends_with("oom_score_adj"))
+                .collect();
+            c.applied = outcome.applied;
+            c.applied.extend(oom);
+            c.policy_warnings = outcome.warnings;
+        })
         .map_err(|e| io_status("saving the container record", e))?;
     tracing::info!(container = %id, "container resources updated");
     Ok(cri::UpdateContainerResourcesResponse {})
+}
+
+/// `update` over `previous`: CRI's 0 or empty means "unchanged".
+fn merge(
+    previous: &cri::LinuxContainerResources,
+    update: &cri::LinuxContainerResources,
+) -> cri::LinuxContainerResources {
+    let pick = |new: i64, old: i64| if new != 0 { new } else { old };
+    let text = |new: &String, old: &String| {
+        if new.is_empty() {
+            old.clone()
+        } else {
+            new.clone()
+        }
+    };
+    cri::LinuxContainerResources {
+        cpu_period: pick(update.cpu_period, previous.cpu_period),
+        cpu_quota: pick(update.cpu_quota, previous.cpu_quota),
+        cpu_shares: pick(update.cpu_shares, previous.cpu_shares),
+        memory_limit_in_bytes: pick(update.memory_limit_in_bytes, previous.memory_limit_in_bytes),
+        oom_score_adj: previous.oom_score_adj,
+        cpuset_cpus: text(&update.cpuset_cpus, &previous.cpuset_cpus),
+        cpuset_mems: text(&update.cpuset_mems, &previous.cpuset_mems),
+        ..update.clone()
+    }
 }
 
 fn to_resources(linux: &cri::LinuxContainerResources) -> Result<Resources, Status> {
@@ -91,5 +160,6 @@ fn to_resources(linux: &cri::LinuxContainerResources) -> Result<Resources, Statu
         cpuset_cpus: text(&linux.cpuset_cpus),
         cpuset_mems: text(&linux.cpuset_mems),
         memory_limit_bytes: set(linux.memory_limit_in_bytes),
+        ..Default::default()
     })
 }

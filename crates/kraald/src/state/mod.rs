@@ -5,5 +5,7 @@
 mod records;
 mod store;
 
-pub use records::{ContainerRecord, ContainerState, MountRecord, SandboxRecord, SandboxState};
+pub use records::{
+    AppliedSetting, ContainerRecord, ContainerState, MountRecord, SandboxRecord, SandboxState,
+};
 pub use store::StateStore;

@@ -43,6 +43,34 @@ pub struct SandboxRecord {
     pub privileged: bool,
     /// The pod's shared-PID infra process, when it has one: (pid, start time).
     pub infra: Option<(i32, u64)>,
+    /// The policy annotations in effect once the policy was changed live (admin
+    /// UpdatePodPolicy); `None`: the pod's own annotations.
+    #[serde(default)]
+    pub policy_annotations: Option<BTreeMap<String, String>>,
+    /// The pod cgroup's `cpu.shares` before kraal made the pod offline, restored if it is
+    /// made online again.
+    #[serde(default)]
+    pub saved_cpu_shares: Option<u64>,
+    /// The cgroup files written for the pod-level policy.
+    #[serde(default)]
+    pub applied: Vec<AppliedSetting>,
+    /// What the pod-level policy could not apply exactly as asked.
+    #[serde(default)]
+    pub policy_warnings: Vec<String>,
+    /// Frozen by the admin API (FreezePod) and not thawed since.
+    #[serde(default)]
+    pub frozen: bool,
+}
+
+/// One file kraal wrote to enforce a pod's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedSetting {
+    /// `pod`, or the container's name.
+    pub scope: String,
+    pub file: PathBuf,
+    pub value: String,
+    /// The annotation key that asked for it.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,4 +125,10 @@ pub struct ContainerRecord {
     /// The CRI LinuxContainerResources as last applied, protobuf-encoded (for status).
     #[serde(default)]
     pub resources: Vec<u8>,
+    /// The cgroup (and oom_score_adj) files written for the pod's policy.
+    #[serde(default)]
+    pub applied: Vec<AppliedSetting>,
+    /// What the policy could not apply exactly as asked.
+    #[serde(default)]
+    pub policy_warnings: Vec<String>,
 }

@@ -312,6 +312,8 @@ mod tests {
             stop_signal: None,
             tty: false,
             resources: vec![],
+            applied: vec![],
+            policy_warnings: vec![],
         }
     }
 }
