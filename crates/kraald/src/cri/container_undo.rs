@@ -5,6 +5,12 @@ use crate::runtime::Runtime;
 
 pub fn undo_create(runtime: &Runtime, id: &str, cgroups_path: &str) {
     let layout = &runtime.layout;
+    // libcontainer's delete removes the v1 cgroups without reclaiming: their page cache
+    // would move to the pod's cgroup and stay charged there. Reclaim it first (this works
+    // once the container's processes are gone, which they are after StopContainer).
+    if let Err(err) = runtime.cgroups.reclaim(cgroups_path) {
+        tracing::debug!(container = %id, %err, "page cache not reclaimed before delete");
+    }
     if let Err(err) = kraal_runtime::monitor::client::delete(
         &runtime.monitor_bin,
         &layout.libcontainer_root(),

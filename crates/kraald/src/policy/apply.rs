@@ -175,8 +175,13 @@ fn write(
 /// The written files an annotation asked for; defaults and kubelet's own values are left
 /// out, so the report shows what the policy changed.
 fn report(scope: &str, written: &[Written], sources: &Sources) -> Vec<AppliedSetting> {
+    // A file may be written twice (a burst goes to 0 before the quota changes, then to its
+    // value): only the last write is what the file holds.
     written
         .iter()
+        .enumerate()
+        .filter(|(i, w)| !written[i + 1..].iter().any(|later| later.file == w.file))
+        .map(|(_, w)| w)
         .filter_map(|w| {
             sources.of(&w.file).map(|source| AppliedSetting {
                 scope: scope.to_string(),

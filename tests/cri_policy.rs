@@ -1,0 +1,1535 @@
+//! Issue 4: pod annotations (DESIGN.md §4) enforced by the kernel. Every test drives kraald
+//! through its CRI socket exactly as kubelet does, then reads what the kernel sees: cgroup
+//! files, CPU time charged to cgroups, memory usage, oom_score_adj.
+//!
+//! Every test but the invalid-annotation one takes one lock, so no two of them run at the
+//! same time: they measure CPU time and memory, and the development machines have two cores.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kraal_e2e::{Kraald, cri, pod_config, shell_container};
+use tonic::Code;
+
+const MIB: i64 = 1024 * 1024;
+/// sh as PID 1 ignores SIGTERM unless it traps it; this one exits 0 on TERM.
+const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
+const BURN: &str = "while :; do :; done";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: cgroup paths, files, polling.
+// ---------------------------------------------------------------------------------------------
+
+/// Serialises the tests that measure CPU time or memory.
+static MEASURE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The mount point of the cgroup v1 hierarchy that has `controller`, from mountinfo.
+fn v1_mount(controller: &str) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split_whitespace();
+        if right.next()? != "cgroup" {
+            return None;
+        }
+        let _source = right.next()?;
+        let options = right.next()?;
+        if !options.split(',').any(|o| o == controller) {
+            return None;
+        }
+        Some(PathBuf::from(left.split_whitespace().nth(4)?))
+    })
+}
+
+/// The mount point of the cgroup2 hierarchy (`/sys/fs/cgroup/unified` on hybrid hosts).
+fn unified_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        Some(PathBuf::from(left.split_whitespace().nth(4)?))
+    })
+}
+
+/// `<mount of controller>/<rel>`; panics on a host without that v1 controller.
+fn v1_dir(controller: &str, rel: &str) -> PathBuf {
+    v1_mount(controller)
+        .unwrap_or_else(|| panic!("no cgroup v1 hierarchy with the {controller} controller here"))
+        .join(rel.trim_start_matches('/'))
+}
+
+fn cgroup_parent(pod: &cri::PodSandboxConfig) -> String {
+    pod.linux.as_ref().expect("linux").cgroup_parent.clone()
+}
+
+/// kraal puts a container in `<cgroup_parent>/kraal-<id>`.
+fn container_cgroup(pod: &cri::PodSandboxConfig, id: &str) -> String {
+    format!("{}/kraal-{id}", cgroup_parent(pod))
+}
+
+fn read_trim(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+fn read_u64(path: &Path) -> u64 {
+    let text = read_trim(path);
+    text.parse()
+        .unwrap_or_else(|e| panic!("{} holds {text:?}, not a number: {e}", path.display()))
+}
+
+fn read_i64(path: &Path) -> i64 {
+    let text = read_trim(path);
+    text.parse()
+        .unwrap_or_else(|e| panic!("{} holds {text:?}, not a number: {e}", path.display()))
+}
+
+/// One `name value` line of a flat keyed file (cpu.stat, memory.stat, memory.events).
+fn keyed(path: &Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            (name == key).then(|| value.trim().parse().ok()).flatten()
+        })
+}
+
+/// Polls `check` every 20ms until it returns `Some` or `timeout` passes.
+async fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn with_resources(
+    mut config: cri::ContainerConfig,
+    resources: cri::LinuxContainerResources,
+) -> cri::ContainerConfig {
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(resources),
+        ..Default::default()
+    });
+    config
+}
+
+/// A CPU limit as kubelet sends it: period 100ms, the quota, and shares for the request
+/// (kubelet's `milliCPUToShares`, request = limit).
+fn cpu_limit(quota_us: i64) -> cri::LinuxContainerResources {
+    cri::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: quota_us,
+        cpu_shares: (quota_us * 1024 / 100_000).max(2),
+        ..Default::default()
+    }
+}
+
+fn with_annotations(
+    mut pod: cri::PodSandboxConfig,
+    annotations: &[(&str, &str)],
+) -> cri::PodSandboxConfig {
+    for (key, value) in annotations {
+        pod.annotations.insert(key.to_string(), value.to_string());
+    }
+    pod
+}
+
+/// The pids in a container's cgroup (cpu hierarchy).
+fn cgroup_pids(rel: &str) -> Vec<i32> {
+    read_trim(&v1_dir("cpu", rel).join("cgroup.procs"))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Waits until the container's cgroup has charged `at_least` of CPU time (it is running).
+async fn wait_burning(rel: &str, at_least: Duration) {
+    let usage = v1_dir("cpuacct", rel).join("cpuacct.usage");
+    let got = poll(Duration::from_secs(10), || {
+        std::fs::read_to_string(&usage)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|ns| *ns >= at_least.as_nanos() as u64)
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "{} did not reach {at_least:?} of CPU time within 10s: the burner is not running",
+        usage.display()
+    );
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// A pair of FIFOs in a host directory bind-mounted at /x: the test writes a count to
+/// /x/go, the container spins a shell loop that many times and writes the count to /x/done.
+/// Blocked reads cost the container no CPU, so a throttled container can save its budget.
+struct Pipe {
+    dir: PathBuf,
+}
+
+/// The container side of [`Pipe`].
+const SPIN_ON_REQUEST: &str = "while :; do read n < /x/go; i=0; while [ $i -lt $n ]; do i=$((i+1)); done; echo $i > /x/done; done";
+
+impl Pipe {
+    fn new(dir: PathBuf) -> Pipe {
+        std::fs::create_dir_all(&dir).expect("pipe dir");
+        for name in ["go", "done"] {
+            nix::unistd::mkfifo(
+                &dir.join(name),
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+            )
+            .unwrap_or_else(|e| panic!("mkfifo {}/{name}: {e}", dir.display()));
+        }
+        Pipe { dir }
+    }
+
+    fn mount(&self) -> cri::Mount {
+        cri::Mount {
+            container_path: "/x".into(),
+            host_path: self.dir.to_string_lossy().into_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Asks the container for `n` loop iterations; returns the wall time until it answered.
+    /// Nothing here blocks: FIFOs are opened non-blocking and polled, under a deadline.
+    async fn spin(&self, n: u64, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        // Open the reading end first, so the container's open for writing does not wait.
+        let mut done = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(self.dir.join("done"))
+            .expect("open done fifo");
+        // ENXIO until the container is blocked opening /x/go for reading.
+        let mut go = loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(self.dir.join("go"))
+            {
+                Ok(file) => break file,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the container never waited on {}/go",
+                        self.dir.display()
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("open go fifo: {e}"),
+            }
+        };
+        let started = Instant::now();
+        go.write_all(format!("{n}\n").as_bytes())
+            .expect("write go fifo");
+        drop(go);
+        let mut answer = Vec::new();
+        loop {
+            let mut chunk = [0u8; 64];
+            match done.read(&mut chunk) {
+                Ok(k) => answer.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read done fifo: {e}"),
+            }
+            if answer.ends_with(b"\n") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer from the container in {}/done within {timeout:?}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let took = started.elapsed();
+        assert_eq!(
+            String::from_utf8_lossy(&answer).trim(),
+            n.to_string(),
+            "the container answered something else"
+        );
+        took
+    }
+}
+
+/// CPU time the container behind `pipe` spends on `n` iterations, from its cpuacct.usage.
+async fn cpu_of_spin(pipe: &Pipe, usage: &Path, n: u64) -> Duration {
+    let before = read_u64(usage);
+    pipe.spin(n, Duration::from_secs(20)).await;
+    Duration::from_nanos(read_u64(usage) - before)
+}
+
+async fn list_containers(kraald: &Kraald, pod: &str) -> Vec<cri::Container> {
+    kraald
+        .runtime()
+        .await
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod.to_string(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+}
+
+async fn list_pods(kraald: &Kraald) -> Vec<cri::PodSandbox> {
+    kraald
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The lines of kraald's log that mention any of `needles`, without terminal colours.
+fn log_lines(kraald: &Kraald, needles: &[&str]) -> String {
+    let log = kraald.log();
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `assert!(problems.is_empty())` with every problem listed.
+fn assert_no_problems(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{what}: {} problem(s):\n  - {}",
+        problems.len(),
+        problems.join("\n  - ")
+    );
+}
+
+/// Compares a cgroup file with what it should hold, as a problem line if it does not.
+fn expect_file(problems: &mut Vec<String>, path: &Path, want: &str, why: &str) {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim() == want => {}
+        Ok(text) => problems.push(format!(
+            "{why}: {} is {:?}, expected {want:?}",
+            path.display(),
+            text.trim()
+        )),
+        Err(e) => problems.push(format!("{why}: reading {}: {e}", path.display())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Invalid annotations.
+// ---------------------------------------------------------------------------------------------
+
+/// One pod whose annotations kraal must refuse: the annotations, the key and value the
+/// message must name, a fragment of what is wrong, and a fragment of the expected form (the
+/// texts of crates/kraal-policy).
+struct Invalid {
+    annotations: &'static [(&'static str, &'static str)],
+    key: &'static str,
+    value: &'static str,
+    problem: &'static str,
+    expected: &'static str,
+}
+
+const fn bad(
+    annotations: &'static [(&'static str, &'static str)],
+    key: &'static str,
+    value: &'static str,
+    problem: &'static str,
+    expected: &'static str,
+) -> Invalid {
+    Invalid {
+        annotations,
+        key,
+        value,
+        problem,
+        expected,
+    }
+}
+
+const PORTS: &str = r#"a port list like "20000-20999,8080" or "auto:<count>""#;
+const CAP: &str = r#"a bit rate above 0 like "100M""#;
+const KRAAL_BW: &str = r#""min=<bits/s>,max=<bits/s>[,burst=<bytes>]""#;
+const QOS: &str = r#""online" or "offline""#;
+const CPU: &str = r#"a CPU quantity of at least 0 like "500m""#;
+const PERIOD: &str = "a duration from 1ms to 1s in whole microseconds";
+const MEMORY: &str = r#"a memory size above 0 in bytes like "512Mi""#;
+const UNKNOWN: &str = "one of kraal.dev/bind-ports, kraal.dev/connect-ports";
+const DNS: &str = "is a DNS-1123 label";
+
+#[rustfmt::skip]
+const INVALID: &[Invalid] = &[
+    // Quantities: bit rates.
+    bad(&[("kubernetes.io/egress-bandwidth", "-5M")], "kubernetes.io/egress-bandwidth", "-5M", "negative values are not allowed", CAP),
+    bad(&[("kubernetes.io/egress-bandwidth", "10Q")], "kubernetes.io/egress-bandwidth", "10Q", r#"unknown suffix "Q""#, CAP),
+    bad(&[("kubernetes.io/ingress-bandwidth", "1.5.5")], "kubernetes.io/ingress-bandwidth", "1.5.5", r#"unknown suffix ".5""#, CAP),
+    bad(&[("kubernetes.io/ingress-bandwidth", "")], "kubernetes.io/ingress-bandwidth", "", "the value is empty", CAP),
+    bad(&[("kubernetes.io/egress-bandwidth", "0")], "kubernetes.io/egress-bandwidth", "0", "the rate must be greater than 0", CAP),
+    // Quantities: memory-high.
+    bad(&[("kraal.dev/memory-high", "-5M")], "kraal.dev/memory-high", "-5M", "negative values are not allowed", MEMORY),
+    bad(&[("kraal.dev/memory-high", "10Q")], "kraal.dev/memory-high", "10Q", r#"unknown suffix "Q""#, MEMORY),
+    bad(&[("kraal.dev/memory-high", "1.5.5Mi")], "kraal.dev/memory-high", "1.5.5Mi", r#"unknown suffix ".5Mi""#, MEMORY),
+    bad(&[("kraal.dev/memory-high", "")], "kraal.dev/memory-high", "", "the value is empty", MEMORY),
+    bad(&[("kraal.dev/memory-high", "0")], "kraal.dev/memory-high", "0", "memory-high must be greater than 0", MEMORY),
+    bad(&[("kraal.dev/memory-high.db", "1GB")], "kraal.dev/memory-high.db", "1GB", r#"unknown suffix "GB""#, MEMORY),
+    // Quantities: cpu-burst.
+    bad(&[("kraal.dev/cpu-burst", "500x")], "kraal.dev/cpu-burst", "500x", r#"unknown suffix "x""#, CPU),
+    bad(&[("kraal.dev/cpu-burst", "-500m")], "kraal.dev/cpu-burst", "-500m", "negative values are not allowed", CPU),
+    bad(&[("kraal.dev/cpu-burst", "")], "kraal.dev/cpu-burst", "", "the value is empty", CPU),
+    bad(&[("kraal.dev/cpu-burst.web", "1.5.5")], "kraal.dev/cpu-burst.web", "1.5.5", r#"unknown suffix ".5""#, CPU),
+    bad(&[("kraal.dev/cpu-burst", "lots")], "kraal.dev/cpu-burst", "lots", "no number before the suffix", CPU),
+    // Durations: cpu-period.
+    bad(&[("kraal.dev/cpu-period", "0ms")], "kraal.dev/cpu-period", "0ms", "outside the kernel's CFS period range 1ms..=1s", PERIOD),
+    bad(&[("kraal.dev/cpu-period", "2s")], "kraal.dev/cpu-period", "2s", "2s is outside the kernel's CFS period range", PERIOD),
+    bad(&[("kraal.dev/cpu-period", "fast")], "kraal.dev/cpu-period", "fast", r#"expected a number at "fast""#, PERIOD),
+    bad(&[("kraal.dev/cpu-period", "")], "kraal.dev/cpu-period", "", "the value is empty", PERIOD),
+    bad(&[("kraal.dev/cpu-period", "100")], "kraal.dev/cpu-period", "100", r#"missing unit after "100""#, PERIOD),
+    bad(&[("kraal.dev/cpu-period", "250us")], "kraal.dev/cpu-period", "250us", "is outside the kernel's CFS period range", PERIOD),
+    bad(&[("kraal.dev/cpu-period.worker", "1.0005ms")], "kraal.dev/cpu-period.worker", "1.0005ms", "not a whole number of microseconds", PERIOD),
+    // QoS class.
+    bad(&[("kraal.dev/qos-class", "Online")], "kraal.dev/qos-class", "Online", "unknown QoS class", QOS),
+    bad(&[("kraal.dev/qos-class", "batch")], "kraal.dev/qos-class", "batch", "unknown QoS class", QOS),
+    bad(&[("kraal.dev/qos-class", "")], "kraal.dev/qos-class", "", "unknown QoS class", QOS),
+    // Port lists.
+    bad(&[("kraal.dev/bind-ports", "70000")], "kraal.dev/bind-ports", "70000", "port 70000 is outside 1..=65535", PORTS),
+    bad(&[("kraal.dev/bind-ports", "30-20")], "kraal.dev/bind-ports", "30-20", "range start 30 is above its end 20", PORTS),
+    bad(&[("kraal.dev/bind-ports", "20000-20099,20050")], "kraal.dev/bind-ports", "20000-20099,20050", "20000-20099 overlaps 20050", PORTS),
+    bad(&[("kraal.dev/bind-ports", "")], "kraal.dev/bind-ports", "", "the list is empty", PORTS),
+    bad(&[("kraal.dev/connect-ports", "auto:0")], "kraal.dev/connect-ports", "auto:0", "auto:0 is not a block size", PORTS),
+    bad(&[("kraal.dev/connect-ports", "auto:x")], "kraal.dev/connect-ports", "auto:x", "auto:x is not a block size", PORTS),
+    bad(&[("kraal.dev/connect-ports", "80,,81")], "kraal.dev/connect-ports", "80,,81", "entry 2 is empty", PORTS),
+    // kraal bandwidth.
+    bad(&[("kraal.dev/egress-bandwidth", "min=80M,max=20M")], "kraal.dev/egress-bandwidth", "min=80M,max=20M", "min 80000000 bit/s is above max 20000000 bit/s", KRAAL_BW),
+    bad(&[("kraal.dev/egress-bandwidth", "min=10M")], "kraal.dev/egress-bandwidth", "min=10M", "max is missing", KRAAL_BW),
+    bad(&[("kraal.dev/ingress-bandwidth", "max=")], "kraal.dev/ingress-bandwidth", "max=", "max: the value is empty", KRAAL_BW),
+    bad(&[("kraal.dev/ingress-bandwidth", "max=1M,rate=2")], "kraal.dev/ingress-bandwidth", "max=1M,rate=2", r#"unknown field "rate""#, "for a plain cap use kubernetes.io/ingress-bandwidth"),
+    bad(&[("kraal.dev/egress-bandwidth", "max=0")], "kraal.dev/egress-bandwidth", "max=0", "max must be greater than 0", KRAAL_BW),
+    // Keys.
+    bad(&[("kraal.dev/cpu_burst", "500m")], "kraal.dev/cpu_burst", "500m", r#"unknown annotation under "kraal.dev/" (did you mean "kraal.dev/cpu-burst"?)"#, UNKNOWN),
+    bad(&[("kraal.dev/qos-class.web", "offline")], "kraal.dev/qos-class.web", "offline", "kraal.dev/qos-class applies to the whole pod and has no per-container form", "kraal.dev/qos-class without a container suffix"),
+    bad(&[("kraal.dev/bind-ports.web", "8080")], "kraal.dev/bind-ports.web", "8080", "applies to the whole pod", "kraal.dev/bind-ports without a container suffix"),
+    bad(&[("kraal.dev/cpu-burst.Web", "500m")], "kraal.dev/cpu-burst.Web", "500m", "may hold only a-z, 0-9 and '-'", DNS),
+    // Conflicts between keys, and one bad key among good ones and foreign ones.
+    bad(
+        &[("kubernetes.io/egress-bandwidth", "100M"), ("kraal.dev/egress-bandwidth", "max=200M")],
+        "kraal.dev/egress-bandwidth", "max=200M",
+        r#"conflicts with "kubernetes.io/egress-bandwidth" = "100M""#,
+        "only one of kubernetes.io/egress-bandwidth (a plain cap) and kraal.dev/egress-bandwidth",
+    ),
+    bad(
+        &[("kraal.dev/qos-class", "offline"), ("kraal.dev/ingress-bandwidth", "min=1M,max=2M")],
+        "kraal.dev/ingress-bandwidth", "min=1M,max=2M",
+        "offline pods get no guarantee",
+        "no min (or min=0) for an offline pod",
+    ),
+    bad(
+        &[
+            ("app.kubernetes.io/name", "web"),
+            ("kraal.dev/qos-class", "offline"),
+            ("kraal.dev/cpu-burst", "500m"),
+            ("kraal.dev/memory-high", "64Mi"),
+            ("kraal.dev/bind-ports", "20000-20999,x"),
+        ],
+        "kraal.dev/bind-ports", "20000-20999,x",
+        r#"entry "x" is not a port or a port range"#,
+        PORTS,
+    ),
+];
+
+/// The state kraald keeps for sandboxes: `<state>/sandboxes/<id>.json` and `<state>/p/<id>/`.
+fn sandbox_records(kraald: &Kraald) -> Vec<String> {
+    let mut found: Vec<String> = dir_entries(&kraald.state.join("sandboxes"))
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .map(|n| format!("sandboxes/{n}"))
+        .collect();
+    found.extend(
+        dir_entries(&kraald.state.join("p"))
+            .into_iter()
+            .map(|n| format!("p/{n}")),
+    );
+    found
+}
+
+/// The directories of `rel` that exist, in cpu, memory and the unified hierarchy.
+fn existing_cgroup_dirs(rel: &str) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = ["cpu", "memory"].into_iter().filter_map(v1_mount).collect();
+    roots.extend(unified_mount());
+    roots
+        .into_iter()
+        .map(|root| root.join(rel.trim_start_matches('/')))
+        .filter(|dir| dir.exists())
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_annotations_are_refused_and_create_nothing() {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+
+    // A good pod first, to see where kraald keeps a sandbox: the checks below look there.
+    let good = with_annotations(
+        pod_config("policy-good", true),
+        &[
+            ("kraal.dev/qos-class", "online"),
+            ("app.kubernetes.io/name", "policy-e2e"),
+        ],
+    );
+    let good_id = kraald
+        .run_pod(good.clone())
+        .await
+        .unwrap_or_else(|s| panic!("RunPodSandbox with good annotations: {s:?}"));
+    let records = sandbox_records(&kraald);
+    assert!(
+        records.contains(&format!("sandboxes/{good_id}.json"))
+            && records.contains(&format!("p/{good_id}")),
+        "kraald keeps its sandbox records somewhere else than sandboxes/<id>.json and p/<id>: {records:?}; fix this test's sandbox_records()"
+    );
+    assert!(
+        !existing_cgroup_dirs(&cgroup_parent(&good)).is_empty(),
+        "the good pod's cgroup {} exists nowhere: the checks below would prove nothing",
+        cgroup_parent(&good)
+    );
+    kraald.remove_pod(&good_id).await;
+    assert_eq!(sandbox_records(&kraald), Vec::<String>::new());
+
+    assert!(INVALID.len() >= 30, "only {} invalid cases", INVALID.len());
+    let mut problems = Vec::new();
+    for (index, case) in INVALID.iter().enumerate() {
+        let pod = with_annotations(pod_config(&format!("bad-{index}"), true), case.annotations);
+        let label = format!("case {index} {:?}", case.annotations);
+        match kraald.run_pod(pod.clone()).await {
+            Ok(id) => {
+                problems.push(format!("{label}: accepted as sandbox {id}"));
+                kraald.remove_pod(&id).await;
+                continue;
+            }
+            Err(status) => {
+                let message = status.message();
+                if status.code() != Code::InvalidArgument {
+                    problems.push(format!(
+                        "{label}: code {:?}, not InvalidArgument: {message}",
+                        status.code()
+                    ));
+                }
+                // The parser quotes key and value as Rust debug strings.
+                let key = format!("{:?}", case.key);
+                let value = format!("{:?}", case.value);
+                let pair = format!("{key} = {value}");
+                for (what, needle) in [
+                    ("the key", key.as_str()),
+                    ("the value", value.as_str()),
+                    ("key = value", pair.as_str()),
+                    ("what is wrong", case.problem),
+                ] {
+                    if !message.contains(needle) {
+                        problems.push(format!(
+                            "{label}: the message does not name {what} ({needle}): {message}"
+                        ));
+                    }
+                }
+                let form = message
+                    .rsplit_once("; expected ")
+                    .map(|(_, form)| form)
+                    .unwrap_or_default();
+                if !form.contains(case.expected) {
+                    problems.push(format!(
+                        "{label}: the message does not say the expected form ({:?}): {message}",
+                        case.expected
+                    ));
+                }
+            }
+        }
+        // Nothing was created.
+        let left = existing_cgroup_dirs(&cgroup_parent(&pod));
+        if !left.is_empty() {
+            problems.push(format!("{label}: cgroups left behind: {left:?}"));
+        }
+    }
+    let pods = list_pods(&kraald).await;
+    if !pods.is_empty() {
+        problems.push(format!(
+            "ListPodSandbox is not empty after only refused pods: {:?}",
+            pods.iter().map(|p| &p.id).collect::<Vec<_>>()
+        ));
+    }
+    let records = sandbox_records(&kraald);
+    if !records.is_empty() {
+        problems.push(format!(
+            "sandbox records left in the state dir: {records:?}"
+        ));
+    }
+    assert_no_problems("RunPodSandbox with invalid annotations", &problems);
+
+    // CreateContainer: the annotations parse, but do not fit a container's CRI limits.
+    let pod_cfg = with_annotations(
+        pod_config("policy-fit", true),
+        &[
+            ("kraal.dev/cpu-burst.nolimit", "500m"),
+            ("kraal.dev/cpu-burst.lowlimit", "500m"),
+            ("kraal.dev/memory-high.memfull", "128Mi"),
+            ("kraal.dev/memory-high", "1Gi"),
+            ("kraal.dev/cpu-period.tinyquota", "20ms"),
+        ],
+    );
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .unwrap_or_else(|s| panic!("RunPodSandbox policy-fit: {s:?}"));
+    let memory = |bytes: i64| cri::LinuxContainerResources {
+        memory_limit_in_bytes: bytes,
+        ..Default::default()
+    };
+    #[rustfmt::skip]
+    let container_cases: Vec<(&str, cri::LinuxContainerResources, &str, &str, &str, &str)> = vec![
+        // (container, resources, key, value, problem, expected form)
+        ("nolimit", cri::LinuxContainerResources::default(), "kraal.dev/cpu-burst.nolimit", "500m",
+         r#"cpu-burst set but container "nolimit" has no CPU limit"#, "a CPU limit (resources.limits.cpu)"),
+        ("lowlimit", cpu_limit(20_000), "kraal.dev/cpu-burst.lowlimit", "500m",
+         r#"cpu-burst 500m is above container "lowlimit"'s CPU limit 200m"#, "a cpu-burst of at most 200m"),
+        ("memfull", memory(128 * MIB), "kraal.dev/memory-high.memfull", "128Mi",
+         r#"memory-high 134217728 bytes is not below container "memfull"'s memory limit 134217728 bytes"#,
+         "a memory-high below 134217728 bytes"),
+        ("podwide", memory(512 * MIB), "kraal.dev/memory-high", "1Gi",
+         r#"memory-high 1073741824 bytes is not below container "podwide"'s memory limit 536870912 bytes"#,
+         "a memory-high below 536870912 bytes"),
+        ("tinyquota", cpu_limit(2_000), "kraal.dev/cpu-period.tinyquota", "20ms",
+         "quota of 400us, below the kernel's minimum of 1000us", "a cpu-period of at least 50000us"),
+    ];
+    let mut problems = Vec::new();
+    for (name, resources, key, value, problem, expected) in container_cases {
+        let config = with_resources(shell_container(name, &image, SERVE), resources);
+        match kraald.create(&pod, &pod_cfg, config).await {
+            Ok(id) => problems.push(format!("container {name}: created as {id}")),
+            Err(status) => {
+                let message = status.message();
+                if status.code() != Code::InvalidArgument {
+                    problems.push(format!(
+                        "container {name}: code {:?}, not InvalidArgument: {message}",
+                        status.code()
+                    ));
+                }
+                for needle in [&format!("{key:?} = {value:?}"), problem, expected] {
+                    if !message.contains(needle) {
+                        problems.push(format!(
+                            "container {name}: the message does not say {needle:?}: {message}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let listed = list_containers(&kraald, &pod).await;
+    if !listed.is_empty() {
+        problems.push(format!(
+            "ListContainers is not empty: {:?}",
+            listed.iter().map(|c| &c.id).collect::<Vec<_>>()
+        ));
+    }
+    for dir in existing_cgroup_dirs(&cgroup_parent(&pod_cfg)) {
+        let children: Vec<String> = dir_entries(&dir)
+            .into_iter()
+            .filter(|n| n.starts_with("kraal-"))
+            .collect();
+        if !children.is_empty() {
+            problems.push(format!(
+                "container cgroups left under {}: {children:?}",
+                dir.display()
+            ));
+        }
+    }
+    let container_dirs = dir_entries(&kraald.state.join("c"));
+    if !container_dirs.is_empty() {
+        problems.push(format!(
+            "container state left in {}: {container_dirs:?}",
+            kraald.state.join("c").display()
+        ));
+    }
+    assert_no_problems(
+        "CreateContainer with settings that do not fit its limits",
+        &problems,
+    );
+    kraald.remove_pod(&pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The CRI CPU limit, as the kernel enforces it.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cpu_quota_holds_a_burner_to_its_limit() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = pod_config("quota", true);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let id = kraald
+        .run_container(
+            &pod,
+            &pod_cfg,
+            with_resources(shell_container("burner", &image, BURN), cpu_limit(20_000)),
+        )
+        .await;
+    let cgroup = container_cgroup(&pod_cfg, &id);
+    let cpu = v1_dir("cpu", &cgroup);
+    assert_eq!(read_i64(&cpu.join("cpu.cfs_period_us")), 100_000);
+    assert_eq!(read_i64(&cpu.join("cpu.cfs_quota_us")), 20_000);
+    wait_burning(&cgroup, Duration::from_millis(50)).await;
+
+    let usage = v1_dir("cpuacct", &cgroup).join("cpuacct.usage");
+    let (u0, t0) = (read_u64(&usage), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (u1, t1) = (read_u64(&usage), Instant::now());
+    let cpus = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
+    assert!(
+        (cpus - 0.2).abs() <= 0.03,
+        "a burner limited to 20000us/100000us used {cpus:.3} CPUs over {:?}, expected 0.2 ± 0.03",
+        t1 - t0
+    );
+    let throttled = keyed(&cpu.join("cpu.stat"), "nr_throttled").expect("cpu.stat nr_throttled");
+    assert!(
+        throttled > 0,
+        "cpu.stat nr_throttled is 0: {}",
+        read_trim(&cpu.join("cpu.stat"))
+    );
+    kraald.remove_pod(&pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. cpu-burst: a short spike above the quota finishes sooner.
+// ---------------------------------------------------------------------------------------------
+
+/// Quota of the two CPU-limited containers of the burst test: 10ms per 100ms period.
+const BURST_QUOTA_US: i64 = 10_000;
+
+#[tokio::test]
+async fn cpu_burst_lets_a_short_spike_finish_sooner() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    // The kernel refuses a burst above the quota (and kraal-policy with it), so the largest
+    // burst for a 100m limit is 100m: 10ms a period saved up, 20ms of runtime after idling.
+    // The burst is scoped to one container: the other, with the same limit, has none.
+    let pod_cfg = with_annotations(
+        pod_config("burst", true),
+        &[("kraal.dev/cpu-burst.spiky", "100m")],
+    );
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let pipes: HashMap<&str, Pipe> = ["spiky", "steady", "calib"]
+        .into_iter()
+        .map(|name| (name, Pipe::new(kraald.dir().join(format!("pipe-{name}")))))
+        .collect();
+    let mut ids = HashMap::new();
+    for name in ["spiky", "steady", "calib"] {
+        let mut config = shell_container(name, &image, SPIN_ON_REQUEST);
+        config.mounts = vec![pipes[name].mount()];
+        if name != "calib" {
+            config = with_resources(config, cpu_limit(BURST_QUOTA_US));
+        }
+        ids.insert(name, kraald.run_container(&pod, &pod_cfg, config).await);
+    }
+    let cpu_dir = |name: &str| v1_dir("cpu", &container_cgroup(&pod_cfg, &ids[name]));
+
+    // The annotation reached the kernel: 100m × 100000us / 1000 = 10000us, for spiky only.
+    let burst_file = cpu_dir("spiky").join("cpu.cfs_burst_us");
+    let burst = read_i64(&burst_file);
+    assert_eq!(
+        burst,
+        10_000,
+        "kraal.dev/cpu-burst.spiky = 100m was not applied: {} is {burst}, expected 10000 (100m × period 100000us / 1000)\n{}",
+        burst_file.display(),
+        kraald.log()
+    );
+    let steady_burst = read_i64(&cpu_dir("steady").join("cpu.cfs_burst_us"));
+    assert_eq!(
+        steady_burst, 0,
+        "container steady has no cpu-burst annotation but cpu.cfs_burst_us {steady_burst}"
+    );
+
+    // Calibrate on the unlimited container: a job of ~15ms of CPU. Without burst it needs
+    // more than the 10ms a period gives, so it is throttled until a later period (unless a
+    // refill happens to fall inside it); with 10ms of burst saved up it runs straight through.
+    let calib_usage =
+        v1_dir("cpuacct", &container_cgroup(&pod_cfg, &ids["calib"])).join("cpuacct.usage");
+    let calib = &pipes["calib"];
+    let mut n: u64 = 1_000;
+    let mut cpu = cpu_of_spin(calib, &calib_usage, n).await;
+    while cpu < Duration::from_millis(10) {
+        n *= 4;
+        cpu = cpu_of_spin(calib, &calib_usage, n).await;
+    }
+    let target = Duration::from_millis(15);
+    n = (n as f64 * target.as_secs_f64() / cpu.as_secs_f64()) as u64;
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        samples.push(cpu_of_spin(calib, &calib_usage, n).await);
+    }
+    let job_cpu = median(&mut samples);
+    eprintln!("calibrated: {n} iterations take {job_cpu:?} of CPU unthrottled ({samples:?})");
+    let quota = Duration::from_micros(BURST_QUOTA_US as u64);
+    assert!(
+        job_cpu > quota + quota / 5 && job_cpu < 2 * quota - quota / 5,
+        "calibration failed: {n} iterations take {job_cpu:?} of CPU ({samples:?}); the job must need more than the quota {quota:?} and less than quota + burst"
+    );
+
+    let (mut spiky, mut steady) = (Vec::new(), Vec::new());
+    for _ in 0..9 {
+        // Idle: unused quota accumulates up to the burst (10ms takes one period).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        spiky.push(pipes["spiky"].spin(n, Duration::from_secs(20)).await);
+        steady.push(pipes["steady"].spin(n, Duration::from_secs(20)).await);
+    }
+    eprintln!("spiky: {spiky:?}\nsteady: {steady:?}");
+    let (spiky_median, steady_median) = (median(&mut spiky), median(&mut steady));
+    assert!(
+        spiky_median.as_secs_f64() <= 0.7 * steady_median.as_secs_f64(),
+        "with cpu-burst 100m a {job_cpu:?} CPU job took {spiky_median:?} (median of {spiky:?}), without {steady_median:?} (median of {steady:?}): expected at most 0.7×"
+    );
+    let steady_throttled = keyed(&cpu_dir("steady").join("cpu.stat"), "nr_throttled");
+    assert!(
+        steady_throttled.is_some_and(|n| n > 0),
+        "the container without burst was never throttled: the job is too short to show anything ({})",
+        read_trim(&cpu_dir("steady").join("cpu.stat"))
+    );
+    if let Some(bursts) = keyed(&cpu_dir("spiky").join("cpu.stat"), "nr_bursts") {
+        assert!(
+            bursts > 0,
+            "cpu.stat of spiky says nr_bursts 0: {}",
+            read_trim(&cpu_dir("spiky").join("cpu.stat"))
+        );
+    }
+    kraald.remove_pod(&pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. cpu-period: the period changes, the limit does not.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cpu_period_rescales_the_quota() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = with_annotations(
+        pod_config("period", true),
+        &[
+            ("kraal.dev/cpu-period", "50ms"),
+            ("kraal.dev/cpu-period.slow", "200ms"),
+        ],
+    );
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let mut problems = Vec::new();
+    // (container, quota per 100ms from kubelet, period kraal must set, quota kraal must set)
+    for (name, quota, period_us, quota_us, source) in [
+        (
+            "fast",
+            20_000,
+            "50000",
+            "10000",
+            "kraal.dev/cpu-period = 50ms",
+        ),
+        (
+            "slow",
+            20_000,
+            "200000",
+            "40000",
+            "kraal.dev/cpu-period.slow = 200ms",
+        ),
+        (
+            "half",
+            50_000,
+            "50000",
+            "25000",
+            "kraal.dev/cpu-period = 50ms",
+        ),
+    ] {
+        let id = kraald
+            .run_container(
+                &pod,
+                &pod_cfg,
+                with_resources(shell_container(name, &image, SERVE), cpu_limit(quota)),
+            )
+            .await;
+        let cpu = v1_dir("cpu", &container_cgroup(&pod_cfg, &id));
+        let why = format!("{source} not applied to container {name} (CRI quota {quota}/100000)");
+        expect_file(
+            &mut problems,
+            &cpu.join("cpu.cfs_period_us"),
+            period_us,
+            &why,
+        );
+        expect_file(&mut problems, &cpu.join("cpu.cfs_quota_us"), quota_us, &why);
+    }
+    assert_no_problems("cpu-period", &problems);
+    kraald.remove_pod(&pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. qos-class offline: minimal CPU weight, first to be OOM-killed.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the cpu controller is a v1 one here (else the unified hierarchy's).
+fn cpu_is_v1() -> bool {
+    v1_mount("cpu").is_some()
+}
+
+fn unified_dir(rel: &str) -> PathBuf {
+    unified_mount()
+        .expect("no cgroup2 hierarchy mounted")
+        .join(rel.trim_start_matches('/'))
+}
+
+/// What makes `rel` an offline cgroup (DESIGN.md §5). v1: `cpu.shares` 2, and not
+/// `cpu.idle`: an idle v1 group reads `cpu.shares` 3 and refuses writes to it (EINVAL), which
+/// kubelet's resource updates need; a `cpu.idle` of 1 would show here as shares 3. v2:
+/// `cpu.weight` 1 and `cpu.idle` 1.
+fn offline_cpu_files(rel: &str) -> Vec<(PathBuf, &'static str)> {
+    if cpu_is_v1() {
+        vec![(v1_dir("cpu", rel).join("cpu.shares"), "2")]
+    } else {
+        let dir = unified_dir(rel);
+        vec![(dir.join("cpu.weight"), "1"), (dir.join("cpu.idle"), "1")]
+    }
+}
+
+/// An online container keeps the weight kubelet asked for.
+fn online_cpu_files(rel: &str, shares: u64) -> Vec<(PathBuf, String)> {
+    if cpu_is_v1() {
+        vec![(v1_dir("cpu", rel).join("cpu.shares"), shares.to_string())]
+    } else {
+        // kubelet's and runc's conversion of shares to cpu.weight.
+        let weight = 1 + ((shares - 2) * 9999) / 262_142;
+        let dir = unified_dir(rel);
+        vec![
+            (dir.join("cpu.weight"), weight.to_string()),
+            (dir.join("cpu.idle"), "0".to_string()),
+        ]
+    }
+}
+
+/// The highest online CPU, to pin both burners to.
+fn last_cpu() -> u32 {
+    let online = read_trim(Path::new("/sys/devices/system/cpu/online"));
+    online
+        .split(',')
+        .filter_map(|part| part.rsplit('-').next()?.trim().parse().ok())
+        .max()
+        .expect("an online CPU")
+}
+
+#[tokio::test]
+async fn offline_yields_the_cpu_to_online() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let core = last_cpu();
+    let online_cfg = pod_config("online", true);
+    let offline_cfg = with_annotations(
+        pod_config("offline", true),
+        &[("kraal.dev/qos-class", "offline")],
+    );
+    let online_pod = kraald
+        .run_pod(online_cfg.clone())
+        .await
+        .expect("online pod");
+    let offline_pod = kraald
+        .run_pod(offline_cfg.clone())
+        .await
+        .expect("offline pod");
+    // Both as kubelet would send them for a 1-CPU request: shares 1024, no quota; the
+    // online one with the highest oom_score_adj the CRI allows, the offline one lower.
+    let burner = |oom_score_adj: i64| {
+        with_resources(
+            shell_container("burner", &image, BURN),
+            cri::LinuxContainerResources {
+                cpu_shares: 1024,
+                cpuset_cpus: core.to_string(),
+                oom_score_adj,
+                ..Default::default()
+            },
+        )
+    };
+    let online = kraald
+        .run_container(&online_pod, &online_cfg, burner(1000))
+        .await;
+    let offline = kraald
+        .run_container(&offline_pod, &offline_cfg, burner(500))
+        .await;
+    let online_cg = container_cgroup(&online_cfg, &online);
+    let offline_cg = container_cgroup(&offline_cfg, &offline);
+    for cg in [&online_cg, &offline_cg] {
+        for pid in cgroup_pids(cg) {
+            let allowed = read_trim(&PathBuf::from(format!("/proc/{pid}/status")));
+            let allowed = allowed
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            assert_eq!(
+                allowed,
+                core.to_string(),
+                "pid {pid} of {cg} is not pinned to CPU {core} (cpuset_cpus): the measurement would be meaningless"
+            );
+        }
+    }
+    wait_burning(&online_cg, Duration::from_millis(50)).await;
+
+    let mut problems = Vec::new();
+    let usage = |cg: &str| read_u64(&v1_dir("cpuacct", cg).join("cpuacct.usage"));
+    let (on0, off0, t0) = (usage(&online_cg), usage(&offline_cg), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (on1, off1, wall) = (usage(&online_cg), usage(&offline_cg), t0.elapsed());
+    let (on, off) = ((on1 - on0) as f64, (off1 - off0) as f64);
+    let share = on / (on + off);
+    eprintln!(
+        "CPU {core} over {wall:?}: online {:.3}, offline {:.3} of the core; online's share {share:.3}",
+        on / wall.as_nanos() as f64,
+        off / wall.as_nanos() as f64
+    );
+    if share < 0.9 {
+        problems.push(format!(
+            "online got {:.1}% of CPU {core} and offline {:.1}% (online's share of the two {:.1}%, expected >= 90%)",
+            100.0 * on / wall.as_nanos() as f64,
+            100.0 * off / wall.as_nanos() as f64,
+            100.0 * share
+        ));
+    }
+
+    let why = "kraal.dev/qos-class = offline not applied";
+    for (rel, what) in [
+        (cgroup_parent(&offline_cfg), "offline pod cgroup"),
+        (offline_cg.clone(), "offline container cgroup"),
+    ] {
+        for (file, want) in offline_cpu_files(&rel) {
+            expect_file(&mut problems, &file, want, &format!("{why} to the {what}"));
+        }
+    }
+    let why = "online (the default) must keep kubelet's weights";
+    for (file, want) in online_cpu_files(&online_cg, 1024) {
+        expect_file(&mut problems, &file, &want, why);
+    }
+    for (cg, want, why) in [
+        (
+            &offline_cg,
+            "1000",
+            "an offline container must be the first the OOM killer picks (CRI oom_score_adj 500)",
+        ),
+        (
+            &online_cg,
+            "999",
+            "an online container is clamped below every offline one (CRI oom_score_adj 1000)",
+        ),
+    ] {
+        for pid in cgroup_pids(cg) {
+            expect_file(
+                &mut problems,
+                &PathBuf::from(format!("/proc/{pid}/oom_score_adj")),
+                want,
+                why,
+            );
+        }
+    }
+    assert_no_problems("qos-class offline", &problems);
+    kraald.remove_pod(&offline_pod).await;
+    kraald.remove_pod(&online_pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. memory-high: a throttle-and-reclaim point, never a kill.
+// ---------------------------------------------------------------------------------------------
+
+/// Holds 96 MiB of anonymous memory: dd reads /dev/zero into one 96 MiB buffer (every page
+/// written) and then blocks forever writing it into a pipe nobody reads.
+const HOLD_96MIB: &str = "dd if=/dev/zero bs=100663296 count=1 2>/dev/null | sleep 100000";
+
+#[tokio::test]
+async fn memory_high_sets_the_soft_limit() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = with_annotations(
+        pod_config("memhigh", true),
+        &[("kraal.dev/memory-high", "64Mi")],
+    );
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let id = kraald
+        .run_container(
+            &pod,
+            &pod_cfg,
+            with_resources(
+                shell_container("hog", &image, HOLD_96MIB),
+                cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 128 * MIB,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+    let cgroup = container_cgroup(&pod_cfg, &id);
+    let mut problems = Vec::new();
+    let unified_memory = unified_mount().filter(|root| {
+        std::fs::read_to_string(root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+    });
+
+    if let Some(memory_root) = v1_mount("memory") {
+        let dir = memory_root.join(cgroup.trim_start_matches('/'));
+        expect_file(
+            &mut problems,
+            &dir.join("memory.soft_limit_in_bytes"),
+            "67108864",
+            "kraal.dev/memory-high = 64Mi not applied (v1: the soft limit)",
+        );
+        expect_file(
+            &mut problems,
+            &dir.join("memory.limit_in_bytes"),
+            "134217728",
+            "the hard limit must stay kubelet's 128Mi",
+        );
+        // The memory really is charged, above memory-high, and nothing was killed.
+        let stat = dir.join("memory.stat");
+        let rss = poll(Duration::from_secs(15), || {
+            keyed(&stat, "total_rss").filter(|rss| *rss >= 90 * MIB as u64)
+        })
+        .await;
+        if rss.is_none() {
+            problems.push(format!(
+                "the container never held 90 MiB of anonymous memory: {}",
+                std::fs::read_to_string(&stat).unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ooms = keyed(&dir.join("memory.oom_control"), "oom_kill");
+        if ooms != Some(0) {
+            problems.push(format!(
+                "memory.oom_control oom_kill is {ooms:?}: {}",
+                read_trim(&dir.join("memory.oom_control"))
+            ));
+        }
+        let failcnt = read_u64(&dir.join("memory.failcnt"));
+        if failcnt != 0 {
+            problems.push(format!(
+                "memory.failcnt is {failcnt}: 96 MiB should not hit the 128 MiB limit"
+            ));
+        }
+    } else {
+        eprintln!("skipping the cgroup v1 part: no v1 memory hierarchy is mounted");
+    }
+
+    if let Some(root) = &unified_memory {
+        let dir = root.join(cgroup.trim_start_matches('/'));
+        expect_file(
+            &mut problems,
+            &dir.join("memory.high"),
+            "67108864",
+            "kraal.dev/memory-high = 64Mi not applied (v2: memory.high)",
+        );
+        let events = dir.join("memory.events");
+        let high = poll(Duration::from_secs(15), || {
+            keyed(&events, "high").filter(|n| *n > 0)
+        })
+        .await;
+        if high.is_none() {
+            problems.push(format!(
+                "memory.events never counted a memory.high breach: {}",
+                std::fs::read_to_string(&events).unwrap_or_default()
+            ));
+        }
+        if keyed(&events, "oom_kill") != Some(0) {
+            problems.push(format!(
+                "memory.events: {}",
+                std::fs::read_to_string(&events).unwrap_or_default()
+            ));
+        }
+    } else {
+        let proc_cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
+        let memory_line = proc_cgroups
+            .lines()
+            .find(|l| l.starts_with("memory"))
+            .unwrap_or("(no memory line)");
+        let controllers = unified_mount()
+            .map(|root| {
+                format!(
+                    "{}/cgroup.controllers = {:?}",
+                    root.display(),
+                    std::fs::read_to_string(root.join("cgroup.controllers"))
+                        .unwrap_or_default()
+                        .trim()
+                )
+            })
+            .unwrap_or_else(|| "no cgroup2 mount".into());
+        eprintln!(
+            "skipping the cgroup v2 memory.high part: the memory controller is bound to a v1 hierarchy here (/proc/cgroups: {memory_line:?}; {controllers})"
+        );
+    }
+
+    let status = kraald.container_status(&id).await;
+    if status.state != cri::ContainerState::ContainerRunning as i32 {
+        problems.push(format!(
+            "the container is not running any more: {:?} reason {:?} exit {}",
+            status.state, status.reason, status.exit_code
+        ));
+    }
+    assert_no_problems("memory-high", &problems);
+    kraald.remove_pod(&pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Page cache of a removed container.
+// ---------------------------------------------------------------------------------------------
+
+/// A directory on a disk filesystem: a file on tmpfs is never page cache to reclaim.
+fn disk_tempdir(kraald: &Kraald) -> tempfile::TempDir {
+    let on_tmpfs = |path: &Path| {
+        nix::sys::statfs::statfs(path)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+            .unwrap_or(true)
+    };
+    let base = [kraald.dir().to_path_buf(), PathBuf::from("/var/tmp")]
+        .into_iter()
+        .find(|p| !on_tmpfs(p))
+        .expect("a directory on a disk filesystem (neither the test dir nor /var/tmp is)");
+    tempfile::Builder::new()
+        .prefix("kre-cache-")
+        .tempdir_in(base)
+        .expect("temp dir")
+}
+
+/// Bytes of `file` in the page cache, if util-linux's fincore is there to say.
+fn resident_bytes(file: &Path) -> Option<u64> {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(file)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+#[tokio::test]
+async fn page_cache_of_a_removed_container_is_reclaimed() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let data = disk_tempdir(&kraald);
+    let file = data.path().join("F");
+    let dd = std::process::Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=1M", "count=64", "oflag=direct", "status=none"])
+        .status()
+        .expect("dd");
+    assert!(dd.success(), "dd oflag=direct failed: {dd}");
+    // Drop whatever the filesystem cached anyway.
+    let _ = std::process::Command::new("dd")
+        .arg(format!("if={}", file.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status();
+    match resident_bytes(&file) {
+        Some(bytes) => assert!(
+            bytes < 4 * MIB as u64,
+            "{} has {bytes} bytes in the page cache before the container reads it: its pages would not be charged to the container",
+            file.display()
+        ),
+        None => {
+            eprintln!("fincore is not available: not checking the file is out of the page cache")
+        }
+    }
+
+    let pod_cfg = pod_config("pagecache", true);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let pod_usage = v1_dir("memory", &cgroup_parent(&pod_cfg)).join("memory.usage_in_bytes");
+    let before = read_u64(&pod_usage);
+    let mut config = shell_container(
+        "reader",
+        &image,
+        &format!("cat /data/F > /dev/null; echo read; {SERVE}"),
+    );
+    config.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: data.path().to_string_lossy().into_owned(),
+        readonly: true,
+        ..Default::default()
+    }];
+    let id = kraald.run_container(&pod, &pod_cfg, config).await;
+    let grown = poll(Duration::from_secs(15), || {
+        Some(read_u64(&pod_usage)).filter(|u| *u >= before + 48 * MIB as u64)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the pod cgroup's memory.usage_in_bytes did not grow by 48 MiB after reading a 64 MiB file: {} -> {}",
+            before,
+            read_u64(&pod_usage)
+        )
+    });
+    // Let cat finish: usage stops growing.
+    let mut grown = grown;
+    let settle_deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = read_u64(&pod_usage);
+        let settled = now.abs_diff(grown) < 256 * 1024;
+        grown = now;
+        if settled || Instant::now() > settle_deadline {
+            break;
+        }
+    }
+    let container_memory = v1_dir("memory", &container_cgroup(&pod_cfg, &id));
+    let cache = keyed(&container_memory.join("memory.stat"), "total_cache").unwrap_or(0);
+    eprintln!("pod usage {before} -> {grown}; the container's page cache {cache}");
+
+    let mut client = kraald.runtime().await;
+    client
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 5,
+        })
+        .await
+        .expect("StopContainer");
+    client
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+    assert!(
+        !container_memory.exists(),
+        "{} is still there after RemoveContainer",
+        container_memory.display()
+    );
+    let dropped = poll(Duration::from_secs(3), || {
+        Some(read_u64(&pod_usage)).filter(|u| *u + 48 * MIB as u64 <= grown)
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "the pod cgroup still holds the removed container's page cache: memory.usage_in_bytes {} after removal (was {grown} with the container, {before} before it); the container cgroup's pages were moved to the pod instead of reclaimed (memory.force_empty)\nkraald's log about it:\n{}",
+        read_u64(&pod_usage),
+        log_lines(
+            &kraald,
+            &[&id[..12], "reclaim", "force_empty", "page cache"]
+        )
+    );
+    kraald.remove_pod(&pod).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. PodSandboxStatus shows what was applied, and it is what the files hold.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn applied_settings_are_visible_in_pod_status() {
+    let _serial = MEASURE.lock().await;
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let annotations = [
+        ("kraal.dev/qos-class", "offline"),
+        ("kraal.dev/cpu-burst", "500m"),
+        ("kraal.dev/memory-high", "64Mi"),
+    ];
+    let pod_cfg = with_annotations(
+        pod_config("applied", true),
+        &[
+            annotations[0],
+            annotations[1],
+            annotations[2],
+            ("app.kubernetes.io/name", "x"),
+        ],
+    );
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let id = kraald
+        .run_container(
+            &pod,
+            &pod_cfg,
+            with_resources(
+                shell_container("app", &image, SERVE),
+                cri::LinuxContainerResources {
+                    cpu_period: 100_000,
+                    cpu_quota: 100_000,
+                    cpu_shares: 1024,
+                    memory_limit_in_bytes: 128 * MIB,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+    let (_, info) = kraald.pod_status_verbose(&pod).await;
+    let mut problems = Vec::new();
+
+    if info["policy"]["qos_class"] != "offline" {
+        problems.push(format!(
+            "info.policy.qos_class is {}",
+            info["policy"]["qos_class"]
+        ));
+    }
+    match info["policyAnnotations"].as_object() {
+        Some(map) => {
+            for (key, value) in annotations {
+                if map.get(key).and_then(|v| v.as_str()) != Some(value) {
+                    problems.push(format!(
+                        "info.policyAnnotations[{key:?}] is {:?}, expected {value:?}",
+                        map.get(key)
+                    ));
+                }
+            }
+        }
+        None => problems.push(format!(
+            "info has no \"policyAnnotations\" map: {}",
+            info["policyAnnotations"]
+        )),
+    }
+    if info["frozen"] != serde_json::Value::Bool(false) {
+        problems.push(format!("info.frozen is {}, expected false", info["frozen"]));
+    }
+
+    let pod_rel = cgroup_parent(&pod_cfg);
+    let ctr_rel = container_cgroup(&pod_cfg, &id);
+    // (scope, file, value, source)
+    let mut expected: Vec<(&str, PathBuf, &str, &str)> = Vec::new();
+    for (scope, rel) in [("pod", &pod_rel), ("app", &ctr_rel)] {
+        for (file, value) in offline_cpu_files(rel) {
+            expected.push((scope, file, value, "kraal.dev/qos-class"));
+        }
+    }
+    let burst_file = if cpu_is_v1() {
+        v1_dir("cpu", &ctr_rel).join("cpu.cfs_burst_us")
+    } else {
+        unified_dir(&ctr_rel).join("cpu.max.burst")
+    };
+    expected.push(("app", burst_file, "50000", "kraal.dev/cpu-burst"));
+    let memory_high_file = match v1_mount("memory") {
+        Some(_) => v1_dir("memory", &ctr_rel).join("memory.soft_limit_in_bytes"),
+        None => unified_dir(&ctr_rel).join("memory.high"),
+    };
+    expected.push(("app", memory_high_file, "67108864", "kraal.dev/memory-high"));
+    match info["applied"].as_array() {
+        None => problems.push(format!(
+            "info has no \"applied\" list (of {{scope, file, value, source}}); info = {info}"
+        )),
+        Some(applied) => {
+            let same_file = |a: &str, b: &Path| {
+                Path::new(a) == b
+                    || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+                        && std::fs::canonicalize(b).is_ok()
+            };
+            for (scope, file, value, source) in &expected {
+                let entry = applied.iter().find(|e| {
+                    e["scope"] == *scope && e["file"].as_str().is_some_and(|f| same_file(f, file))
+                });
+                let Some(entry) = entry else {
+                    problems.push(format!(
+                        "applied has no entry for {} (scope {scope:?}, from {source}): {}",
+                        file.display(),
+                        serde_json::Value::Array(applied.clone())
+                    ));
+                    continue;
+                };
+                if entry["value"] != *value {
+                    problems.push(format!(
+                        "applied says {} = {}, expected {value:?}",
+                        file.display(),
+                        entry["value"]
+                    ));
+                }
+                if entry["source"] != *source {
+                    problems.push(format!(
+                        "applied says {} comes from {}, expected {source:?}",
+                        file.display(),
+                        entry["source"]
+                    ));
+                }
+            }
+            // Every entry, listed or not above, is what its file really holds.
+            for entry in applied {
+                let (Some(file), Some(value)) = (entry["file"].as_str(), entry["value"].as_str())
+                else {
+                    problems.push(format!("applied entry without a file or value: {entry}"));
+                    continue;
+                };
+                if !Path::new(file).is_absolute() {
+                    problems.push(format!("applied entry's file is not absolute: {entry}"));
+                    continue;
+                }
+                match std::fs::read_to_string(file) {
+                    Ok(text) if text.trim() == value => {}
+                    Ok(text) => problems.push(format!(
+                        "applied says {file} = {value:?} but it holds {:?}",
+                        text.trim()
+                    )),
+                    Err(e) => problems.push(format!("applied lists {file}, unreadable: {e}")),
+                }
+            }
+        }
+    }
+    // And the files themselves, whatever the status says.
+    for (_, file, value, source) in &expected {
+        expect_file(&mut problems, file, value, &format!("{source} not applied"));
+    }
+    assert_no_problems("PodSandboxStatus verbose info", &problems);
+    kraald.remove_pod(&pod).await;
+}
