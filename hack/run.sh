@@ -9,5 +9,6 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "run: kraald manages containers and cgroups and must run as root" >&2
   exit 1
 fi
-cargo build --release -p kraald
+cargo build --release -p kraald -p kraalctl
+echo "run: kraalctl is target/release/kraalctl (admin socket /run/kraal/admin.sock by default)" >&2
 exec target/release/kraald "$@"
