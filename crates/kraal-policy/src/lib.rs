@@ -56,6 +56,7 @@ pub mod keys;
 mod parse;
 mod plan;
 mod policy;
+mod pool;
 mod ports;
 mod quantity;
 
@@ -68,5 +69,6 @@ pub use plan::{
     ONLINE_MAX_OOM_SCORE_ADJ, Planned, PodPlan,
 };
 pub use policy::{PodPolicy, PolicyOptions, QosClass};
+pub use pool::allocate_block;
 pub use ports::{PortList, PortListError, PortRange, PortSpec};
 pub use quantity::{Quantity, QuantityError};
