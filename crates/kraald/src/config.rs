@@ -30,6 +30,38 @@ pub struct Config {
     pub log: LogConfig,
     pub registry: RegistryConfig,
     pub policy: PolicyOptions,
+    pub ports: PortsConfig,
+}
+
+/// Node-wide rules for pods' local port ranges (`kraal.dev/bind-ports`, `connect-ports`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortsConfig {
+    /// The ports `auto:<count>` blocks come from, `start-end`. Blocks never overlap each
+    /// other or the host's own ephemeral range (`net.ipv4.ip_local_port_range`).
+    pub pool: String,
+    /// hostNetwork pods must declare `kraal.dev/bind-ports` (pods without it are refused).
+    pub host_network_requires_ranges: bool,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            pool: "20000-32767".to_string(),
+            host_network_requires_ranges: false,
+        }
+    }
+}
+
+impl PortsConfig {
+    /// The pool as a range; `validate` has checked it parses.
+    pub fn pool_range(&self) -> Result<kraal_policy::PortRange, String> {
+        let list = kraal_policy::PortList::parse(&self.pool).map_err(|e| e.to_string())?;
+        match list.ranges() {
+            [one] => Ok(*one),
+            _ => Err("expected one range start-end, e.g. 20000-32767".to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -67,6 +99,7 @@ impl Default for Config {
             log: LogConfig::default(),
             registry: RegistryConfig::default(),
             policy: PolicyOptions::default(),
+            ports: PortsConfig::default(),
         }
     }
 }
@@ -196,6 +229,9 @@ impl Config {
                 self.admin_socket.display().to_string(),
                 "must differ from socket (the admin API is root only, the CRI socket is not)",
             ));
+        }
+        if let Err(reason) = self.ports.pool_range() {
+            return Err(invalid("ports.pool", self.ports.pool.clone(), &reason));
         }
         if self.root == self.state {
             return Err(invalid(

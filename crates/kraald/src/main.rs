@@ -9,6 +9,7 @@ mod lock;
 mod logging;
 mod pod_infra;
 mod policy;
+mod ports;
 mod runtime;
 mod socket;
 mod state;

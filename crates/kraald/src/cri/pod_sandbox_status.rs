@@ -89,6 +89,7 @@ fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value 
         "applied": applied,
         "policyWarnings": warnings,
         "frozen": record.frozen,
+        "ports": record.ports,
         "id": record.id,
         "hostname": record.hostname,
         "hostNetwork": record.host_network,

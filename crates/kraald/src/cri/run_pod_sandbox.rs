@@ -146,8 +146,17 @@ pub async fn run_pod_sandbox(
         applied: Vec::new(),
         policy_warnings: Vec::new(),
         frozen: false,
+        ports: Default::default(),
     };
     check_sysctls(&record)?;
+    let mut record = record;
+    record.ports = runtime.port_blocks.resolve(
+        &runtime.config.ports,
+        &runtime.state.sandboxes(),
+        &id,
+        &policy,
+        host_network,
+    )?;
     let dns = config.dns_config.as_ref().map(|d| DnsSettings {
         servers: d.servers.clone(),
         searches: d.searches.clone(),
@@ -155,13 +164,16 @@ pub async fn run_pod_sandbox(
     });
 
     let rt = runtime.clone();
-    let (record, built) = tokio::task::spawn_blocking(move || {
+    let joined = tokio::task::spawn_blocking(move || {
         let mut record = record;
         let built = build(&rt, &mut record, &policy, dns);
         (record, built)
     })
     .await
-    .map_err(|e| internal("RunPodSandbox task", e))?;
+    .map_err(|e| internal("RunPodSandbox task", e));
+    // The block is in the saved record now, or creation failed and frees it.
+    runtime.port_blocks.settle(&id);
+    let (record, built) = joined?;
     if let Err(status) = built {
         let rt = runtime.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -205,6 +217,18 @@ fn build(
     let pinned =
         sandbox::pin_namespaces(&dir.join("ns"), want, &record.hostname).map_err(sandbox_status)?;
     record.net_ns = pinned.net;
+    if let (Some(netns), Some(range)) = (&record.net_ns, crate::ports::netns_range(&record.ports)) {
+        crate::ports::set_netns_port_range(netns, range).map_err(|e| {
+            io_status(
+                format!(
+                    "RunPodSandbox: setting net.ipv4.ip_local_port_range {}-{} in the pod's network namespace",
+                    range.0, range.1
+                ),
+                e,
+            )
+        })?;
+        record.ports.netns_range = Some(range);
+    }
     record.ipc_ns = pinned.ipc;
     record.uts_ns = pinned.uts;
     if !record.host_ipc {

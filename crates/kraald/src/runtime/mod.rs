@@ -51,6 +51,8 @@ pub struct Runtime {
     pub host_facts: kraal_runtime::spec::HostFacts,
     /// One lock per sandbox or container id, so calls on one object never interleave.
     pub locks: KeyedLocks,
+    /// `auto:` port blocks of pods being created.
+    pub port_blocks: crate::ports::PortBlocks,
 }
 
 impl Runtime {
@@ -73,6 +75,7 @@ impl Runtime {
             oom_score_adj_floor: oom_floor::current(),
             host_facts: kraal_runtime::spec::HostFacts::detect(),
             locks: KeyedLocks::default(),
+            port_blocks: Default::default(),
         })
     }
 

@@ -60,6 +60,19 @@ pub struct SandboxRecord {
     /// Frozen by the admin API (FreezePod) and not thawed since.
     #[serde(default)]
     pub frozen: bool,
+    /// The pod's local port ranges, `auto:` blocks resolved.
+    #[serde(default)]
+    pub ports: PodPorts,
+}
+
+/// A pod's port ranges as kraal enforces them: lists as written, `auto:<count>` blocks as
+/// allocated from the node's pool. `None`: unrestricted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPorts {
+    pub bind: Option<Vec<(u16, u16)>>,
+    pub connect: Option<Vec<(u16, u16)>>,
+    /// What the pod's own network namespace got as `net.ipv4.ip_local_port_range`.
+    pub netns_range: Option<(u16, u16)>,
 }
 
 /// One file kraal wrote to enforce a pod's policy.

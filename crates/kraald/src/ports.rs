@@ -1,0 +1,164 @@
+//! A pod's local port ranges on the node side: `auto:<count>` blocks from the node's pool,
+//! and a pod network namespace's `ip_local_port_range`, which puts every ephemeral port of a
+//! pod with its own netns in its range. (Binds in hostNetwork pods need eBPF: kraal-ebpf.)
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Mutex;
+
+use kraal_policy::{PodPolicy, PortRange, PortSpec, allocate_block};
+use tonic::Status;
+
+use crate::config::PortsConfig;
+use crate::state::{PodPorts, SandboxRecord, SandboxState};
+
+const HOST_EPHEMERAL_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// Blocks handed out to pods still being created (not yet in a saved record), so two
+/// concurrent RunPodSandbox calls never get the same block.
+#[derive(Default)]
+pub struct PortBlocks {
+    inflight: Mutex<HashMap<String, Vec<PortRange>>>,
+}
+
+impl PortBlocks {
+    /// Resolves the pod's port annotations: lists as they are, `auto:` blocks allocated.
+    /// Call [`PortBlocks::settle`] once the sandbox record is saved (or creation failed).
+    pub fn resolve(
+        &self,
+        config: &PortsConfig,
+        sandboxes: &[SandboxRecord],
+        sandbox_id: &str,
+        policy: &PodPolicy,
+        host_network: bool,
+    ) -> Result<PodPorts, Status> {
+        if host_network && config.host_network_requires_ranges && policy.bind_ports.is_none() {
+            return Err(Status::invalid_argument(
+                "RunPodSandbox: this node requires hostNetwork pods to declare their ports: add kraal.dev/bind-ports (a list like \"20000-20999\" or \"auto:<count>\")",
+            ));
+        }
+        let mut inflight = self
+            .inflight
+            .lock()
+            .map_err(|_| Status::internal("RunPodSandbox: the port block table is poisoned"))?;
+        let mut taken: Vec<PortRange> = sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready && s.id != sandbox_id)
+            .flat_map(|s| blocks_of(&s.ports))
+            .collect();
+        taken.extend(inflight.values().flatten().copied());
+        if let Some(host) = host_ephemeral_range() {
+            taken.push(host);
+        }
+        let mut mine = Vec::new();
+        let mut resolve = |spec: &Option<PortSpec>, key: &str| -> Result<_, Status> {
+            match spec {
+                None => Ok(None),
+                Some(PortSpec::List(list)) => Ok(Some(
+                    list.ranges().iter().map(|r| (r.start(), r.end())).collect(),
+                )),
+                Some(PortSpec::Auto { count }) => {
+                    let pool = config.pool_range().map_err(|e| {
+                        Status::failed_precondition(format!("RunPodSandbox: ports.pool: {e}"))
+                    })?;
+                    let unavailable: Vec<PortRange> =
+                        taken.iter().chain(mine.iter()).copied().collect();
+                    let block = allocate_block(pool, *count, &unavailable).ok_or_else(|| {
+                        Status::resource_exhausted(format!(
+                            "RunPodSandbox: {key}: \"auto:{count}\": no free block of {count} ports left in the node's pool {}-{} (other pods' blocks and the host's ephemeral range are excluded); ask for fewer ports or free some pods",
+                            pool.start(),
+                            pool.end()
+                        ))
+                    })?;
+                    mine.push(block);
+                    Ok(Some(vec![(block.start(), block.end())]))
+                }
+            }
+        };
+        let bind = resolve(&policy.bind_ports, "kraal.dev/bind-ports")?;
+        let connect = resolve(&policy.connect_ports, "kraal.dev/connect-ports")?;
+        if !mine.is_empty() {
+            inflight.insert(sandbox_id.to_string(), mine);
+        }
+        Ok(PodPorts {
+            bind,
+            connect,
+            netns_range: None,
+        })
+    }
+
+    /// Forgets the in-flight blocks of `sandbox_id`: its record now holds them, or it failed.
+    pub fn settle(&self, sandbox_id: &str) {
+        if let Ok(mut inflight) = self.inflight.lock() {
+            inflight.remove(sandbox_id);
+        }
+    }
+}
+
+fn blocks_of(ports: &PodPorts) -> Vec<PortRange> {
+    [&ports.bind, &ports.connect]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|&(start, end)| PortRange::new(start, end).ok())
+        .collect()
+}
+
+/// The host's own ephemeral range, which no pod block may overlap.
+fn host_ephemeral_range() -> Option<PortRange> {
+    let text = std::fs::read_to_string(HOST_EPHEMERAL_RANGE).ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u16>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(start)), Some(Ok(end))) => PortRange::new(start, end).ok(),
+        _ => None,
+    }
+}
+
+/// The range a pod netns's `ip_local_port_range` gets: the connect list if there is one,
+/// else the bind list; the sysctl holds one range, so a list of several gets its largest.
+pub fn netns_range(ports: &PodPorts) -> Option<(u16, u16)> {
+    let list = ports.connect.as_ref().or(ports.bind.as_ref())?;
+    list.iter()
+        .copied()
+        .max_by_key(|&(start, end)| u32::from(end) - u32::from(start))
+}
+
+/// Writes `net.ipv4.ip_local_port_range` inside the network namespace pinned at `netns`.
+/// A new thread joins the namespace and ends with the write, so no thread of kraald is left
+/// in a pod's namespace.
+pub fn set_netns_port_range(netns: &Path, (start, end): (u16, u16)) -> std::io::Result<()> {
+    let file = std::fs::File::open(netns)?;
+    let value = format!("{start} {end}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                std::fs::write(HOST_EPHEMERAL_RANGE, &value)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the netns thread panicked")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sysctl_gets_the_connect_list_else_the_largest_bind_range() {
+        let ports = PodPorts {
+            bind: Some(vec![(8080, 8080), (20000, 20999), (30000, 30099)]),
+            connect: None,
+            netns_range: None,
+        };
+        assert_eq!(netns_range(&ports), Some((20000, 20999)));
+        let ports = PodPorts {
+            connect: Some(vec![(40000, 40099)]),
+            ..ports
+        };
+        assert_eq!(netns_range(&ports), Some((40000, 40099)));
+        assert_eq!(netns_range(&PodPorts::default()), None);
+    }
+}
