@@ -20,6 +20,9 @@ want gcc gcc                          # -sys crates (zstd) build C
 want openssl openssl                  # the token-auth registry signs its tokens
 want pkg-config pkg-config            # libseccomp-sys finds libseccomp through it
 want /usr/include/seccomp.h libseccomp-dev # libcontainer with the libseccomp feature
+want clang-19 clang-19                # kraal-ebpf compiles its C eBPF programs for -target bpf
+want bpftool bpftool                  # kraal-ebpf's build.rs dumps vmlinux.h from kernel BTF
+want /usr/include/bpf/bpf_helpers.h libbpf-dev # bpf_helpers.h/bpf_endian.h for those programs
 
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "setup: installing ${need_packages[*]}"
