@@ -148,9 +148,10 @@ async fn a_pod_netns_hands_out_ephemeral_ports_only_from_its_range() {
         ["21000", "21099"]
     );
     // 30 short connections to a local listener; every one's local port is in range.
-    // 20 connections held open to a local listener; every one's local port is in range.
-    let script = "nc -ll -p 7000 -e /bin/cat & sleep 0.3; \
-                  i=0; while [ $i -lt 20 ]; do sleep 3 | nc 127.0.0.1 7000 >/dev/null & i=$((i+1)); done; \
+    // 20 connections held open to a local listener (itself in the bind range, or the
+    // bind hook refuses it); every client's local port is in range.
+    let script = "nc -ll -p 21050 -e /bin/cat & sleep 0.3; \
+                  i=0; while [ $i -lt 20 ]; do sleep 3 | nc 127.0.0.1 21050 >/dev/null & i=$((i+1)); done; \
                   sleep 1; netstat -tn 2>&1";
     let out = k
         .exec(&id, &["sh", "-c", script], 30)
@@ -159,9 +160,9 @@ async fn a_pod_netns_hands_out_ephemeral_ports_only_from_its_range() {
     let text = String::from_utf8_lossy(&out.stdout);
     let ports: BTreeSet<u64> = text
         .lines()
-        .filter(|l| l.contains("127.0.0.1:7000") && !l.contains("0.0.0.0"))
+        .filter(|l| l.contains("127.0.0.1:21050") && !l.contains("0.0.0.0"))
         .filter_map(|l| l.split_whitespace().nth(3))
-        .filter(|local| !local.ends_with(":7000"))
+        .filter(|local| !local.ends_with(":21050"))
         .filter_map(|local| local.rsplit(':').next()?.parse().ok())
         .collect();
     assert!(
@@ -201,4 +202,107 @@ async fn a_node_can_require_host_network_pods_to_declare_ports() {
     assert_eq!(ranges(&k, &declared, "bind").await, vec![(22000, 22099)]);
     k.remove_pod(&own).await;
     k.remove_pod(&declared).await;
+}
+
+/// Runs `script` in the container and returns stdout and stderr together.
+async fn sh(k: &Kraald, id: &str, script: &str) -> String {
+    let out = k
+        .exec(id, &["sh", "-c", script], 20)
+        .await
+        .expect("ExecSync");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What `bpftool cgroup show` lists as attached to `dir`.
+fn attached_to(dir: &str) -> String {
+    let out = std::process::Command::new("bpftool")
+        .args(["cgroup", "show", dir])
+        .output()
+        .expect("bpftool (hack/setup.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn host_network_binds_are_held_to_the_pods_range_across_a_restart() {
+    let mut k = Kraald::start("").await;
+    let image = k.pull_busybox().await;
+    let cfg = with_annotation(
+        pod_config("hostports", true),
+        "kraal.dev/bind-ports",
+        "20000-20099",
+    );
+    let pod = k.run_pod(cfg.clone()).await.expect("RunPodSandbox");
+    let parent = cfg.linux.as_ref().expect("linux").cgroup_parent.clone();
+    let unified = format!("/sys/fs/cgroup/unified{parent}");
+    let id = k
+        .run_container(&pod, &cfg, shell_container("c", &image, "sleep 1000"))
+        .await;
+
+    let outside = "nc -l -p 30001 2>&1; echo rc=$?";
+    let inside = "nc -l -p 20050 & pid=$!; sleep 0.3; netstat -tln | grep ':20050 '; kill $pid";
+    // bind(0): the listening port that appears when nc listens without a port.
+    let ephemeral = "netstat -tln > /tmp/before; nc -l & pid=$!; sleep 0.3; netstat -tln > /tmp/after; \
+                     kill $pid; diff /tmp/before /tmp/after | grep '^+tcp'";
+    let refused = sh(&k, &id, outside).await;
+    assert!(
+        refused.contains("rc=1") && refused.to_lowercase().contains("permission denied"),
+        "a bind outside the range must fail with EACCES: {refused}"
+    );
+    let allowed = sh(&k, &id, inside).await;
+    assert!(
+        allowed.contains(":20050"),
+        "a bind inside the range must work: {allowed}"
+    );
+    let chosen = sh(&k, &id, ephemeral).await;
+    let ports: Vec<u64> = chosen
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .collect();
+    assert!(!ports.is_empty(), "no new listener found: {chosen}");
+    for port in ports {
+        assert!(
+            (20000..=20099).contains(&port),
+            "bind(0) got {port}, outside 20000-20099: {chosen}"
+        );
+    }
+    let (_, info) = k.pod_status_verbose(&pod).await;
+    let counters = &info["portCounters"];
+    assert!(counters["bindsDenied"].as_u64() >= Some(1), "{info}");
+    assert!(counters["ephemeralPorts"].as_u64() >= Some(1), "{info}");
+
+    // Enforcement survives kraald restarting, and nothing is attached twice.
+    let before = attached_to(&unified);
+    assert!(
+        before.contains("bind4"),
+        "nothing attached to {unified}: {before}"
+    );
+    k.restart().await;
+    let refused = sh(&k, &id, outside).await;
+    assert!(refused.contains("rc=1"), "after a restart: {refused}");
+    assert_eq!(
+        attached_to(&unified),
+        before,
+        "the restart changed what is attached"
+    );
+
+    // Removing the pod leaves nothing attached or pinned for it.
+    k.remove_pod(&pod).await;
+    let pods_dir = k.bpf_pin_root().join("pods");
+    let left: Vec<_> = std::fs::read_dir(&pods_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "pins left in {}: {left:?}",
+        pods_dir.display()
+    );
+    assert!(
+        !std::path::Path::new(&unified).exists(),
+        "the pod's cgroup2 dir is still there"
+    );
 }

@@ -172,6 +172,24 @@ impl Kraald {
         RuntimeServiceClient::new(connect(&self.socket).await.expect("connect"))
     }
 
+    /// Where kraald pins its port programs: /sys/fs/bpf/kraal/<state dir, / as _>.
+    pub fn bpf_pin_root(&self) -> PathBuf {
+        let name: String = self
+            .state
+            .to_string_lossy()
+            .trim_matches('/')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from("/sys/fs/bpf/kraal").join(name)
+    }
+
     /// The admin API's socket: kraald puts it beside the CRI socket unless configured.
     pub fn admin_socket(&self) -> PathBuf {
         self.socket.with_file_name("admin.sock")
@@ -203,6 +221,9 @@ impl Drop for Kraald {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             wait_with_timeout(&mut child, Duration::from_secs(10));
         }
+        // The port programs' maps stay pinned on bpffs after kraald exits (by design);
+        // this kraald's directory goes with its test.
+        let _ = std::fs::remove_dir_all(self.bpf_pin_root());
     }
 }
 

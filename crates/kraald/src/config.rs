@@ -42,6 +42,9 @@ pub struct PortsConfig {
     pub pool: String,
     /// hostNetwork pods must declare `kraal.dev/bind-ports` (pods without it are refused).
     pub host_network_requires_ranges: bool,
+    /// bpffs directory where the port programs' maps and links are pinned; empty: a
+    /// directory under /sys/fs/bpf/kraal named after `state`, so two kraalds never share.
+    pub bpf_pin_root: PathBuf,
 }
 
 impl Default for PortsConfig {
@@ -49,6 +52,7 @@ impl Default for PortsConfig {
         PortsConfig {
             pool: "20000-32767".to_string(),
             host_network_requires_ranges: false,
+            bpf_pin_root: PathBuf::new(),
         }
     }
 }
@@ -184,6 +188,28 @@ impl Config {
         if let Some(level) = &overrides.log_level {
             self.log.level = level.clone();
         }
+    }
+
+    /// Where the port programs are pinned: `ports.bpf_pin_root`, or
+    /// `/sys/fs/bpf/kraal/<state dir with / as _>`.
+    pub fn bpf_pin_root(&self) -> PathBuf {
+        if !self.ports.bpf_pin_root.as_os_str().is_empty() {
+            return self.ports.bpf_pin_root.clone();
+        }
+        let name: String = self
+            .state
+            .to_string_lossy()
+            .trim_matches('/')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from("/sys/fs/bpf/kraal").join(name)
     }
 
     /// Where the admin API listens: `admin_socket`, or `admin.sock` beside the CRI socket.

@@ -10,10 +10,14 @@ use std::sync::Mutex;
 use kraal_policy::{PodPolicy, PortRange, PortSpec, allocate_block};
 use tonic::Status;
 
-use crate::config::PortsConfig;
+use kraal_ebpf::{PodId, PortPrograms};
+
+use crate::config::{Config, PortsConfig};
+use crate::runtime::Runtime;
 use crate::state::{PodPorts, SandboxRecord, SandboxState};
 
 const HOST_EPHEMERAL_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+const BPFFS: &str = "/sys/fs/bpf";
 
 /// Blocks handed out to pods still being created (not yet in a saved record), so two
 /// concurrent RunPodSandbox calls never get the same block.
@@ -85,6 +89,7 @@ impl PortBlocks {
             bind,
             connect,
             netns_range: None,
+            ebpf_pod: None,
         })
     }
 
@@ -113,6 +118,79 @@ fn host_ephemeral_range() -> Option<PortRange> {
         (Some(Ok(start)), Some(Ok(end))) => PortRange::new(start, end).ok(),
         _ => None,
     }
+}
+
+/// Loads (or re-adopts) the port programs pinned under the config's bpffs directory.
+pub fn load_programs(config: &Config) -> Result<PortPrograms, String> {
+    let root = config.bpf_pin_root();
+    if root.starts_with(BPFFS) {
+        kraal_ebpf::ensure_bpffs(Path::new(BPFFS))
+            .map_err(|e| format!("mounting bpffs on {BPFFS}: {e}"))?;
+    }
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    PortPrograms::load(&root).map_err(|e| format!("loading the port programs: {e}"))
+}
+
+/// Attaches the port programs to the pod's cgroup2 directory with its lists, before any of
+/// its processes exist. Pods without port annotations get nothing attached.
+pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Status> {
+    let ports = kraal_ebpf::PodPorts {
+        bind: record.ports.bind.clone().unwrap_or_default(),
+        connect: record.ports.connect.clone().unwrap_or_default(),
+        allocator: kraal_ebpf::Allocator::Tracking,
+    };
+    if ports.bind.is_empty() && ports.connect.is_empty() {
+        return Ok(());
+    }
+    let programs = runtime.port_programs.as_ref().map_err(|reason| {
+        Status::failed_precondition(format!(
+            "RunPodSandbox: the pod has kraal.dev port ranges, but this node cannot enforce them: {reason}"
+        ))
+    })?;
+    let dir = crate::runtime::unified_dir(runtime, &record.cgroup_parent).ok_or_else(|| {
+        Status::failed_precondition(
+            "RunPodSandbox: port ranges need a cgroup2 hierarchy (v2 or hybrid); this host has only cgroup v1",
+        )
+    })?;
+    let mut programs = programs
+        .lock()
+        .map_err(|_| Status::internal("RunPodSandbox: the port programs lock is poisoned"))?;
+    let pod = programs.attach(&dir, &ports).map_err(|e| {
+        Status::internal(format!(
+            "RunPodSandbox: attaching the port programs to {}: {e}",
+            dir.display()
+        ))
+    })?;
+    record.ports.ebpf_pod = Some(pod.0);
+    Ok(())
+}
+
+/// Detaches the pod's port programs and forgets its map entries; nothing to do if none.
+pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
+    let (Some(pod), Ok(programs)) = (record.ports.ebpf_pod, runtime.port_programs.as_ref()) else {
+        return Ok(());
+    };
+    let mut programs = programs
+        .lock()
+        .map_err(|_| "the port programs lock is poisoned".to_string())?;
+    programs
+        .detach(PodId(pod))
+        .map(|_| ())
+        .map_err(|e| format!("detaching the port programs: {e}"))
+}
+
+/// The pod's port counters, for PodSandboxStatus.
+pub fn counters(runtime: &Runtime, record: &SandboxRecord) -> Option<serde_json::Value> {
+    let pod = record.ports.ebpf_pod?;
+    let programs = runtime.port_programs.as_ref().ok()?.lock().ok()?;
+    let c = programs.counters(PodId(pod)).ok()?;
+    Some(serde_json::json!({
+        "bindsAllowed": c.binds_allowed,
+        "bindsDenied": c.binds_denied,
+        "ephemeralPorts": c.ephemeral,
+        "failures": c.failures,
+        "exhausted": c.exhausted,
+    }))
 }
 
 /// The range a pod netns's `ip_local_port_range` gets: the connect list if there is one,
@@ -152,6 +230,7 @@ mod tests {
             bind: Some(vec![(8080, 8080), (20000, 20999), (30000, 30099)]),
             connect: None,
             netns_range: None,
+            ebpf_pod: None,
         };
         assert_eq!(netns_range(&ports), Some((20000, 20999)));
         let ports = PodPorts {

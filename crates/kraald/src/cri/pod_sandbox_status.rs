@@ -90,6 +90,7 @@ fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value 
         "policyWarnings": warnings,
         "frozen": record.frozen,
         "ports": record.ports,
+        "portCounters": crate::ports::counters(runtime, record),
         "id": record.id,
         "hostname": record.hostname,
         "hostNetwork": record.host_network,

@@ -203,6 +203,7 @@ fn build(
         .cgroups
         .create(&record.cgroup_parent)
         .map_err(|e| Status::internal(format!("creating the pod cgroup: {e}")))?;
+    crate::ports::attach(runtime, record)?;
     crate::policy::apply_pod(runtime, record, policy)
         .map_err(|e| Status::internal(format!("RunPodSandbox: applying the pod's policy: {e}")))?;
     for warning in &record.policy_warnings {

@@ -53,6 +53,8 @@ pub struct Runtime {
     pub locks: KeyedLocks,
     /// `auto:` port blocks of pods being created.
     pub port_blocks: crate::ports::PortBlocks,
+    /// The port-range programs, or why this node cannot load them.
+    pub port_programs: Result<std::sync::Mutex<kraal_ebpf::PortPrograms>, String>,
 }
 
 impl Runtime {
@@ -64,6 +66,10 @@ impl Runtime {
         monitor_bin: PathBuf,
     ) -> Arc<Self> {
         let layout = Layout::new(&config.root, &config.state);
+        let port_programs = crate::ports::load_programs(&config).map(std::sync::Mutex::new);
+        if let Err(reason) = &port_programs {
+            tracing::warn!("port ranges cannot be enforced on this node: {reason}");
+        }
         Arc::new(Runtime {
             config,
             state,
@@ -76,6 +82,7 @@ impl Runtime {
             host_facts: kraal_runtime::spec::HostFacts::detect(),
             locks: KeyedLocks::default(),
             port_blocks: Default::default(),
+            port_programs,
         })
     }
 

@@ -73,6 +73,9 @@ pub struct PodPorts {
     pub connect: Option<Vec<(u16, u16)>>,
     /// What the pod's own network namespace got as `net.ipv4.ip_local_port_range`.
     pub netns_range: Option<(u16, u16)>,
+    /// The pod's id in the port programs (its cgroup2 inode) while they are attached.
+    #[serde(default)]
+    pub ebpf_pod: Option<u64>,
 }
 
 /// One file kraal wrote to enforce a pod's policy.
