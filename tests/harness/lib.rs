@@ -53,6 +53,23 @@ fn built_bin(name: &str, env: &str, package: &str) -> PathBuf {
     bin
 }
 
+/// Where a kraald with state dir `state` pins its port programs (kraald's default).
+pub fn bpf_pin_root(state: &Path) -> PathBuf {
+    let name: String = state
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    PathBuf::from("/sys/fs/bpf/kraal").join(name)
+}
+
 /// A kraald process with its own directories; killed and cleaned up on drop.
 pub struct Kraald {
     dir: tempfile::TempDir,
@@ -174,20 +191,7 @@ impl Kraald {
 
     /// Where kraald pins its port programs: /sys/fs/bpf/kraal/<state dir, / as _>.
     pub fn bpf_pin_root(&self) -> PathBuf {
-        let name: String = self
-            .state
-            .to_string_lossy()
-            .trim_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        PathBuf::from("/sys/fs/bpf/kraal").join(name)
+        bpf_pin_root(&self.state)
     }
 
     /// The admin API's socket: kraald puts it beside the CRI socket unless configured.
