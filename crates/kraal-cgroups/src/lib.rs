@@ -13,6 +13,9 @@
 //! with `resources/v1` / `resources/v2` holding the per-version files and write order),
 //! `freezer` (freeze and thaw a subtree, v1 freezer or cgroup2 `cgroup.freeze`).
 
+// Library code of a long-running daemon: unwrap/expect only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod error;
 mod freezer;
 mod fs;

@@ -11,6 +11,9 @@
 //! none is left). Not steerable on this kernel: UDP `sendto()` autobind. Not seen: processes
 //! outside the pod binding ports inside its lists; kraal hands each pod an exclusive block.
 
+// Library code of a long-running daemon: unwrap/expect only in tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod abi;
 mod error;
 mod fs;

@@ -1,4 +1,6 @@
 //! kraald: kraal's CRI daemon. kubelet talks to it over a unix socket, as to containerd.
+// A request must never panic the daemon: unwrap/expect only in tests (clippy enforces it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod admin;
 mod clock;
