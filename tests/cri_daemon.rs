@@ -4,7 +4,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
-use kraal_e2e::{Kraald, bpf_pin_root, cri, run_kraald};
+use kraal_e2e::{Kraald, cri, run_kraald};
 
 #[tokio::test]
 async fn version_names_kraal_and_cri_v1() {
@@ -152,9 +152,6 @@ async fn a_live_socket_of_another_server_is_not_stolen() {
         ],
         Duration::from_secs(10),
     );
-    // Loaded before the socket was refused: the port programs' maps are pinned (a later
-    // kraald would re-adopt them); this test's go with it.
-    let _ = std::fs::remove_dir_all(bpf_pin_root(&dir.path().join("state")));
     assert!(!status.success());
     assert!(output.contains("already listening"), "{output}");
     assert!(socket.exists());

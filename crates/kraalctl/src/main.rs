@@ -4,6 +4,8 @@
 //! Exit codes: 0 on success, 1 when kraald could not be reached or answered with an error
 //! (`kraalctl: <code>: <message>` on stderr), 2 for a usage error.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod args;
 mod client;
 mod render;
@@ -180,57 +182,56 @@ async fn run(socket: &Path, output: Output, call: Call) -> anyhow::Result<String
     let mut admin = client::connect(socket).await?;
     let json = output == Output::Json;
     let text = match call {
-        Call::Freeze(request) => {
-            let response = admin
-                .freeze_pod(request)
-                .await
-                .map_err(|s| status_error(&s))?
-                .into_inner();
-            if json {
-                render::freeze_json(&response)?
-            } else {
-                render::freeze_human(&response)
-            }
-        }
-        Call::Thaw(request) => {
-            let response = admin
-                .thaw_pod(request)
-                .await
-                .map_err(|s| status_error(&s))?
-                .into_inner();
-            if json {
-                render::thaw_json(&response)?
-            } else {
-                render::thaw_human(&response)
-            }
-        }
-        Call::Policy(request) => {
-            let status = admin
-                .get_pod_policy(request)
-                .await
-                .map_err(|s| status_error(&s))?
-                .into_inner();
-            if json {
-                render::policy_json(&status)?
-            } else {
-                render::policy_human(&status)
-            }
-        }
+        Call::Freeze(request) => render_as(
+            json,
+            &answer(admin.freeze_pod(request).await)?,
+            render::freeze_json,
+            render::freeze_human,
+        )?,
+        Call::Thaw(request) => render_as(
+            json,
+            &answer(admin.thaw_pod(request).await)?,
+            render::thaw_json,
+            render::thaw_human,
+        )?,
+        Call::Policy(request) => render_as(
+            json,
+            &answer(admin.get_pod_policy(request).await)?,
+            render::policy_json,
+            render::policy_human,
+        )?,
         Call::Update(request) => {
             let dry_run = request.dry_run;
-            let status = admin
-                .update_pod_policy(request)
-                .await
-                .map_err(|s| status_error(&s))?
-                .into_inner();
-            if json {
-                render::policy_json(&status)?
-            } else {
-                render::update_human(&status, dry_run)
-            }
+            render_as(
+                json,
+                &answer(admin.update_pod_policy(request).await)?,
+                render::policy_json,
+                |status| render::update_human(status, dry_run),
+            )?
         }
     };
     Ok(text)
+}
+
+/// The response of a call, or the one-line error kraalctl prints for its status.
+fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(|s| status_error(&s))
+}
+
+/// `response` as JSON or for a human.
+fn render_as<T>(
+    json: bool,
+    response: &T,
+    as_json: fn(&T) -> serde_json::Result<String>,
+    as_human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    Ok(if json {
+        as_json(response)?
+    } else {
+        as_human(response)
+    })
 }
 
 /// Writes the output; a reader that went away early (`| head`) is not an error.

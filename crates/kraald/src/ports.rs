@@ -120,8 +120,35 @@ fn host_ephemeral_range() -> Option<PortRange> {
     }
 }
 
+/// The port programs, loaded (or re-adopted from their pins) on first use: a node whose pods
+/// never ask for port ranges pays nothing at start-up, and pinned links keep enforcing on
+/// their own until kraald needs to change them. A failed load is retried on the next use.
+#[derive(Default)]
+pub struct LazyPrograms {
+    slot: Mutex<Option<PortPrograms>>,
+}
+
+impl LazyPrograms {
+    /// Runs `f` on the loaded programs, loading them first if needed.
+    fn with<T>(
+        &self,
+        config: &Config,
+        f: impl FnOnce(&mut PortPrograms) -> T,
+    ) -> Result<T, String> {
+        let mut slot = self
+            .slot
+            .lock()
+            .map_err(|_| "the port programs lock is poisoned".to_string())?;
+        let programs = match slot.take() {
+            Some(programs) => programs,
+            None => load_programs(config)?,
+        };
+        Ok(f(slot.insert(programs)))
+    }
+}
+
 /// Loads (or re-adopts) the port programs pinned under the config's bpffs directory.
-pub fn load_programs(config: &Config) -> Result<PortPrograms, String> {
+fn load_programs(config: &Config) -> Result<PortPrograms, String> {
     let root = config.bpf_pin_root();
     if root.starts_with(BPFFS) {
         kraal_ebpf::ensure_bpffs(Path::new(BPFFS))
@@ -142,39 +169,37 @@ pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Statu
     if ports.bind.is_empty() && ports.connect.is_empty() {
         return Ok(());
     }
-    let programs = runtime.port_programs.as_ref().map_err(|reason| {
-        Status::failed_precondition(format!(
-            "RunPodSandbox: the pod has kraal.dev port ranges, but this node cannot enforce them: {reason}"
-        ))
-    })?;
     let dir = crate::runtime::unified_dir(runtime, &record.cgroup_parent).ok_or_else(|| {
         Status::failed_precondition(
             "RunPodSandbox: port ranges need a cgroup2 hierarchy (v2 or hybrid); this host has only cgroup v1",
         )
     })?;
-    let mut programs = programs
-        .lock()
-        .map_err(|_| Status::internal("RunPodSandbox: the port programs lock is poisoned"))?;
-    let pod = programs.attach(&dir, &ports).map_err(|e| {
-        Status::internal(format!(
-            "RunPodSandbox: attaching the port programs to {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let pod = runtime
+        .port_programs
+        .with(&runtime.config, |programs| programs.attach(&dir, &ports))
+        .map_err(|reason| {
+            Status::failed_precondition(format!(
+                "RunPodSandbox: the pod has kraal.dev port ranges, but this node cannot enforce them: {reason}"
+            ))
+        })?
+        .map_err(|e| {
+            Status::internal(format!(
+                "RunPodSandbox: attaching the port programs to {}: {e}",
+                dir.display()
+            ))
+        })?;
     record.ports.ebpf_pod = Some(pod.0);
     Ok(())
 }
 
 /// Detaches the pod's port programs and forgets its map entries; nothing to do if none.
 pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
-    let (Some(pod), Ok(programs)) = (record.ports.ebpf_pod, runtime.port_programs.as_ref()) else {
+    let Some(pod) = record.ports.ebpf_pod else {
         return Ok(());
     };
-    let mut programs = programs
-        .lock()
-        .map_err(|_| "the port programs lock is poisoned".to_string())?;
-    programs
-        .detach(PodId(pod))
+    runtime
+        .port_programs
+        .with(&runtime.config, |programs| programs.detach(PodId(pod)))?
         .map(|_| ())
         .map_err(|e| format!("detaching the port programs: {e}"))
 }
@@ -182,8 +207,11 @@ pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
 /// The pod's port counters, for PodSandboxStatus.
 pub fn counters(runtime: &Runtime, record: &SandboxRecord) -> Option<serde_json::Value> {
     let pod = record.ports.ebpf_pod?;
-    let programs = runtime.port_programs.as_ref().ok()?.lock().ok()?;
-    let c = programs.counters(PodId(pod)).ok()?;
+    let c = runtime
+        .port_programs
+        .with(&runtime.config, |programs| programs.counters(PodId(pod)))
+        .ok()?
+        .ok()?;
     Some(serde_json::json!({
         "bindsAllowed": c.binds_allowed,
         "bindsDenied": c.binds_denied,

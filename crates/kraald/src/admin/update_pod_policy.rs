@@ -14,7 +14,7 @@ use tonic::Status;
 
 use super::{policy_status, resolve_pod};
 use crate::runtime::{Runtime, internal};
-use crate::state::{ContainerState, SandboxRecord, SandboxState};
+use crate::state::{SandboxRecord, SandboxState};
 
 const CALL: &str = "UpdatePodPolicy";
 
@@ -97,10 +97,7 @@ fn check_containers(
     policy: &PodPolicy,
 ) -> Result<(), Status> {
     for container in runtime.state.containers_of(&record.id) {
-        if !matches!(
-            container.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
+        if !container.state.is_live() {
             continue;
         }
         let resources = cri::LinuxContainerResources::decode(container.resources.as_slice())

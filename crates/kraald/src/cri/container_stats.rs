@@ -10,7 +10,7 @@ use tonic::Status;
 use super::container_status::metadata;
 use super::filters::{id_matches, labels_match};
 use crate::runtime::Runtime;
-use crate::state::{ContainerRecord, ContainerState};
+use crate::state::ContainerRecord;
 
 pub fn container_stats(
     runtime: &Arc<Runtime>,
@@ -32,7 +32,7 @@ pub fn list_container_stats(
         .containers()
         .into_iter()
         // Like containerd: stats are of containers that exist as processes.
-        .filter(|c| matches!(c.state, ContainerState::Created | ContainerState::Running))
+        .filter(|c| c.state.is_live())
         .filter(|c| id_matches(&filter.id, &c.id))
         .filter(|c| id_matches(&filter.pod_sandbox_id, &c.sandbox_id))
         .filter(|c| labels_match(&filter.label_selector, &c.labels))

@@ -224,12 +224,13 @@ fn create_steps(
 
     // The container exists but has not run a single instruction of its own: the policy's
     // cgroup values are in place before StartContainer.
-    let mut outcome = crate::policy::apply_container(
+    let outcome = crate::policy::apply_container(
         runtime,
         policy,
         &metadata.name,
         &cgroups_path,
         kubelet_resources,
+        created.pid,
     )
     .map_err(|e| {
         Status::internal(format!(
@@ -237,12 +238,6 @@ fn create_steps(
             metadata.name
         ))
     })?;
-    outcome.applied.extend(crate::policy::oom_setting(
-        policy,
-        &metadata.name,
-        kubelet_resources,
-        created.pid,
-    ));
     for warning in &outcome.warnings {
         tracing::warn!(container = %id, "{warning}");
     }

@@ -10,7 +10,7 @@ use super::container_stats::{cgroup_usage, stats_of};
 use super::filters::{id_matches, labels_match};
 use super::pod_sandbox_status::metadata;
 use crate::runtime::Runtime;
-use crate::state::{ContainerState, SandboxRecord, SandboxState};
+use crate::state::{SandboxRecord, SandboxState};
 
 pub fn pod_sandbox_stats(
     runtime: &Arc<Runtime>,
@@ -51,7 +51,7 @@ fn stats_of_pod(runtime: &Runtime, record: &SandboxRecord) -> cri::PodSandboxSta
         .state
         .containers_of(&record.id)
         .iter()
-        .filter(|c| matches!(c.state, ContainerState::Created | ContainerState::Running))
+        .filter(|c| c.state.is_live())
         .map(|c| stats_of(runtime, c))
         .collect();
     cri::PodSandboxStats {

@@ -37,10 +37,7 @@ pub fn stop_container_blocking(
     let Some(record) = runtime.state.container(id) else {
         return Ok(());
     };
-    if !matches!(
-        record.state,
-        ContainerState::Created | ContainerState::Running
-    ) {
+    if !record.state.is_live() {
         return Ok(());
     }
     let init = TrackedProcess {

@@ -11,7 +11,6 @@ use prost::Message;
 use tonic::Status;
 
 use crate::runtime::{Runtime, internal, io_status};
-use crate::state::ContainerState;
 
 pub async fn update_container_resources(
     runtime: &Arc<Runtime>,
@@ -24,10 +23,7 @@ pub async fn update_container_resources(
             "UpdateContainerResources: container {id} not found"
         ))
     })?;
-    if !matches!(
-        record.state,
-        ContainerState::Created | ContainerState::Running
-    ) {
+    if !record.state.is_live() {
         return Err(Status::failed_precondition(format!(
             "UpdateContainerResources: container {id} has exited"
         )));
@@ -58,7 +54,7 @@ pub async fn update_container_resources(
         })?;
     let rt = runtime.clone();
     let path = record.cgroups_path.clone();
-    let name = record.name.clone();
+    let (name, pid) = (record.name.clone(), record.pid);
     let merged_for_task = merged.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         // cpuset and memory limit as kubelet asks; the CPU values through the policy plan.
@@ -69,7 +65,7 @@ pub async fn update_container_resources(
             ..resources
         };
         rt.cgroups.apply_resources(&path, &cpu_free)?;
-        crate::policy::apply_container(&rt, &policy, &name, &path, Some(&merged_for_task))
+        crate::policy::apply_container(&rt, &policy, &name, &path, Some(&merged_for_task), pid)
     })
     .await
     .map_err(|e| internal("UpdateContainerResources task", e))?
@@ -78,13 +74,7 @@ pub async fn update_container_resources(
         .state
         .update_container(&id, |c| {
             c.resources = merged.encode_to_vec();
-            let oom: Vec<_> = c
-                .applied
-                .drain(..)
-                .filter(|a| a.file.ends_with("oom_score_adj"))
-                .collect();
             c.applied = outcome.applied;
-            c.applied.extend(oom);
             c.policy_warnings = outcome.warnings;
         })
         .map_err(|e| io_status("saving the container record", e))?;

@@ -4,18 +4,20 @@ use std::path::Path;
 
 use kraal_api::runtime::v1 as cri;
 use kraal_cgroups::{CgroupError, Hierarchy, MemoryHigh, Resources, Written};
-use kraal_policy::{ContainerPlan, PodPolicy};
+use kraal_policy::{ContainerPlan, Planned, PodPolicy};
 use prost::Message;
 
 use super::cri_resources;
 use crate::runtime::Runtime;
-use crate::state::{AppliedSetting, ContainerState, SandboxRecord};
+use crate::state::{AppliedSetting, SandboxRecord};
 
 /// What applying a plan wrote, and what it could not do exactly as asked.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub applied: Vec<AppliedSetting>,
     pub warnings: Vec<String>,
+    /// The `oom_score_adj` the container's processes should have, if the plan sets one.
+    pub oom_score_adj: Option<i64>,
 }
 
 /// Which annotation asked for each kind of file (None: kubelet's value or a default).
@@ -80,13 +82,16 @@ pub fn apply_pod(
     Ok(())
 }
 
-/// Applies container `name`'s plan for kubelet's `resources` to its cgroup.
+/// Applies container `name`'s plan for kubelet's `resources` to its cgroup. `pid` is the
+/// container's init, named in the report when the policy sets its `oom_score_adj` (the spec
+/// sets it at creation; [`reapply_containers`] writes it live).
 pub fn apply_container(
     runtime: &Runtime,
     policy: &PodPolicy,
     name: &str,
     cgroups_path: &str,
     resources: Option<&cri::LinuxContainerResources>,
+    pid: i32,
 ) -> Result<Outcome, CgroupError> {
     let plan = policy.for_container(name).plan(&cri_resources(resources));
     let sources = Sources {
@@ -98,12 +103,29 @@ pub fn apply_container(
         memory_high: plan.memory_high_bytes.source.clone(),
     };
     let mut warnings = Vec::new();
-    let mut resources = to_resources(&plan);
-    resources.cpu_idle = idle_where_used(runtime, plan.cpu_idle.value);
-    let written = write(runtime, cgroups_path, resources, &mut warnings)?;
+    let written = write(
+        runtime,
+        cgroups_path,
+        to_resources(runtime, &plan),
+        &mut warnings,
+    )?;
+    let mut applied = report(name, &written, &sources);
+    if let Some(Planned {
+        value,
+        source: Some(source),
+    }) = &plan.oom_score_adj
+    {
+        applied.push(AppliedSetting {
+            scope: name.to_string(),
+            file: format!("/proc/{pid}/oom_score_adj").into(),
+            value: value.to_string(),
+            source: source.clone(),
+        });
+    }
     Ok(Outcome {
-        applied: report(name, &written, &sources),
+        applied,
         warnings,
+        oom_score_adj: plan.oom_score_adj.map(|o| o.value),
     })
 }
 
@@ -113,10 +135,10 @@ fn idle_where_used(runtime: &Runtime, idle: bool) -> Option<bool> {
     (runtime.cgroups.hierarchy() == Hierarchy::V2).then_some(idle)
 }
 
-fn to_resources(plan: &ContainerPlan) -> Resources {
+fn to_resources(runtime: &Runtime, plan: &ContainerPlan) -> Resources {
     Resources {
         cpu_shares: plan.cpu_shares.as_ref().map(|s| s.value),
-        cpu_idle: None,
+        cpu_idle: idle_where_used(runtime, plan.cpu_idle.value),
         cpu_period_us: plan.cpu_period_us.as_ref().map(|s| s.value),
         cpu_quota_us: plan.cpu_quota_us.as_ref().map(|s| s.value),
         cpu_burst_us: plan.cpu_burst_us.as_ref().map(|s| s.value),
@@ -193,23 +215,6 @@ fn report(scope: &str, written: &[Written], sources: &Sources) -> Vec<AppliedSet
         .collect()
 }
 
-/// The report line for a container process's `oom_score_adj`, when the policy set it.
-pub fn oom_setting(
-    policy: &PodPolicy,
-    name: &str,
-    resources: Option<&cri::LinuxContainerResources>,
-    pid: i32,
-) -> Option<AppliedSetting> {
-    let plan = policy.for_container(name).plan(&cri_resources(resources));
-    let oom = plan.oom_score_adj?;
-    Some(AppliedSetting {
-        scope: name.to_string(),
-        file: format!("/proc/{pid}/oom_score_adj").into(),
-        value: oom.value.to_string(),
-        source: oom.source?,
-    })
-}
-
 /// Re-applies the policy to every live container of `sandbox` (a live policy change):
 /// cgroup files, and `oom_score_adj` of every process already running. Returns the
 /// warnings; each container record is updated with what was applied.
@@ -220,10 +225,7 @@ pub fn reapply_containers(
 ) -> Result<Vec<String>, String> {
     let mut warnings = Vec::new();
     for container in runtime.state.containers_of(&sandbox.id) {
-        if !matches!(
-            container.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
+        if !container.state.is_live() {
             continue;
         }
         let resources = cri::LinuxContainerResources::decode(container.resources.as_slice()).ok();
@@ -233,17 +235,11 @@ pub fn reapply_containers(
             &container.name,
             &container.cgroups_path,
             resources.as_ref(),
+            container.pid,
         )
         .map_err(|e| format!("container {:?}: {e}", container.name))?;
-        let plan = policy
-            .for_container(&container.name)
-            .plan(&cri_resources(resources.as_ref()));
-        if let Some(oom) = &plan.oom_score_adj {
-            set_oom_score_adj(runtime, &container.cgroups_path, oom.value, &mut outcome);
-        }
-        if let Some(line) = oom_setting(policy, &container.name, resources.as_ref(), container.pid)
-        {
-            outcome.applied.push(line);
+        if let Some(value) = outcome.oom_score_adj {
+            set_oom_score_adj(runtime, &container.cgroups_path, value, &mut outcome);
         }
         for w in &outcome.warnings {
             warnings.push(format!("container {:?}: {w}", container.name));

@@ -11,7 +11,7 @@ use kraal_cgroups::CgroupError;
 use tonic::Status;
 
 use crate::runtime::{Runtime, io_status};
-use crate::state::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
+use crate::state::{ContainerRecord, SandboxRecord, SandboxState};
 
 /// How long a freeze may take to settle when the caller gives no timeout.
 pub const DEFAULT_FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,7 +25,7 @@ fn live(runtime: &Runtime, sandbox_id: &str) -> Vec<ContainerRecord> {
         .state
         .containers_of(sandbox_id)
         .into_iter()
-        .filter(|c| matches!(c.state, ContainerState::Created | ContainerState::Running))
+        .filter(|c| c.state.is_live())
         .collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     containers

@@ -13,9 +13,9 @@ use kraal_api::runtime::v1 as cri;
 use kraal_policy::{CriResources, PodPolicy, PolicyError};
 
 use crate::runtime::Runtime;
-use crate::state::{AppliedSetting, ContainerState, SandboxRecord};
+use crate::state::{AppliedSetting, SandboxRecord};
 
-pub use apply::{apply_container, apply_pod, oom_setting, reapply_containers};
+pub use apply::{apply_container, apply_pod, reapply_containers};
 pub use freeze::{DEFAULT_FREEZE_TIMEOUT, freeze_pod, refuse_if_frozen, thaw_for_stop, thaw_pod};
 
 /// The policy annotations in effect: those set live by the admin API, else the pod's own.
@@ -52,10 +52,7 @@ pub fn applied_settings(
     let mut containers = runtime.state.containers_of(&record.id);
     containers.sort_by(|a, b| a.name.cmp(&b.name).then(a.attempt.cmp(&b.attempt)));
     for container in containers {
-        if !matches!(
-            container.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
+        if !container.state.is_live() {
             continue;
         }
         applied.extend(container.applied);

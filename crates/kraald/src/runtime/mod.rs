@@ -53,8 +53,8 @@ pub struct Runtime {
     pub locks: KeyedLocks,
     /// `auto:` port blocks of pods being created.
     pub port_blocks: crate::ports::PortBlocks,
-    /// The port-range programs, or why this node cannot load them.
-    pub port_programs: Result<std::sync::Mutex<kraal_ebpf::PortPrograms>, String>,
+    /// The port-range programs, loaded when a pod first needs them.
+    pub port_programs: crate::ports::LazyPrograms,
 }
 
 impl Runtime {
@@ -66,10 +66,6 @@ impl Runtime {
         monitor_bin: PathBuf,
     ) -> Arc<Self> {
         let layout = Layout::new(&config.root, &config.state);
-        let port_programs = crate::ports::load_programs(&config).map(std::sync::Mutex::new);
-        if let Err(reason) = &port_programs {
-            tracing::warn!("port ranges cannot be enforced on this node: {reason}");
-        }
         Arc::new(Runtime {
             config,
             state,
@@ -82,7 +78,7 @@ impl Runtime {
             host_facts: kraal_runtime::spec::HostFacts::detect(),
             locks: KeyedLocks::default(),
             port_blocks: Default::default(),
-            port_programs,
+            port_programs: Default::default(),
         })
     }
 

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use super::{Runtime, TrackedProcess};
-use crate::state::ContainerState;
 
 pub fn recover(runtime: &Arc<Runtime>) {
     let containers = runtime.state.containers();
     let mut running = 0;
     let mut exited = 0;
     for c in containers {
-        if !matches!(c.state, ContainerState::Created | ContainerState::Running) {
+        if !c.state.is_live() {
             continue;
         }
         let monitor = TrackedProcess {

@@ -98,6 +98,13 @@ pub enum ContainerState {
     Unknown,
 }
 
+impl ContainerState {
+    /// Created or running: the container has processes (or an init waiting to start).
+    pub fn is_live(self) -> bool {
+        matches!(self, ContainerState::Created | ContainerState::Running)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
     pub container_path: String,
