@@ -444,6 +444,7 @@ const INVALID: &[Invalid] = &[
     bad(&[("kraal.dev/connect-ports", "auto:0")], "kraal.dev/connect-ports", "auto:0", "auto:0 is not a block size", PORTS),
     bad(&[("kraal.dev/connect-ports", "auto:x")], "kraal.dev/connect-ports", "auto:x", "auto:x is not a block size", PORTS),
     bad(&[("kraal.dev/connect-ports", "80,,81")], "kraal.dev/connect-ports", "80,,81", "entry 2 is empty", PORTS),
+    bad(&[("kraal.dev/bind-ports", "1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33")], "kraal.dev/bind-ports", "1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33", "17 separate ranges; at most 16", PORTS),
     // kraal bandwidth.
     bad(&[("kraal.dev/egress-bandwidth", "min=80M,max=20M")], "kraal.dev/egress-bandwidth", "min=80M,max=20M", "min 80000000 bit/s is above max 20000000 bit/s", KRAAL_BW),
     bad(&[("kraal.dev/egress-bandwidth", "min=10M")], "kraal.dev/egress-bandwidth", "min=10M", "max is missing", KRAAL_BW),

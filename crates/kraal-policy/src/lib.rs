@@ -70,5 +70,5 @@ pub use plan::{
 };
 pub use policy::{PodPolicy, PolicyOptions, QosClass};
 pub use pool::allocate_block;
-pub use ports::{PortList, PortListError, PortRange, PortSpec};
+pub use ports::{MAX_PORT_RANGES, PortList, PortListError, PortRange, PortSpec};
 pub use quantity::{Quantity, QuantityError};

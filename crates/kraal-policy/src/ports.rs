@@ -8,6 +8,10 @@ use serde::{Serialize, Serializer};
 
 use crate::error::excerpt;
 
+/// Most separate ranges one list may have once adjacent ones are merged: the kernel programs
+/// that enforce lists walk them in a loop of fixed length (kraal-ebpf's span table).
+pub const MAX_PORT_RANGES: usize = 16;
+
 /// Why a string is not a port list or port spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortListError {
@@ -41,6 +45,12 @@ pub enum PortListError {
         first: PortRange,
         /// The entry that starts inside `first`.
         second: PortRange,
+    },
+    /// More separate ranges than the kernel side can hold.
+    #[error("{count} separate ranges; at most {MAX_PORT_RANGES} (adjacent ranges count as one)")]
+    TooManyRanges {
+        /// Separate ranges after merging adjacent ones.
+        count: usize,
     },
     /// `auto:0`, `auto:x`, `auto:70000`.
     #[error("auto:{0} is not a block size; the size must be a whole number in 1..=65535")]
@@ -144,6 +154,11 @@ impl PortList {
                 }
                 _ => merged.push(range),
             }
+        }
+        if merged.len() > MAX_PORT_RANGES {
+            return Err(PortListError::TooManyRanges {
+                count: merged.len(),
+            });
         }
         Ok(Self { ranges: merged })
     }
@@ -369,6 +384,16 @@ mod tests {
         let list = PortList::parse(" 1 , 2-3,65535 ").unwrap();
         assert_eq!(list.ranges(), &[range(1, 3), range(65535, 65535)]);
         assert_eq!(list.to_string(), "1-3,65535");
+        let sixteen: Vec<String> = (0..16).map(|i| (1 + 2 * i).to_string()).collect();
+        assert_eq!(
+            PortList::parse(&sixteen.join(",")).unwrap().ranges().len(),
+            16
+        );
+        let touching: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+        assert_eq!(
+            PortList::parse(&touching.join(",")).unwrap().to_string(),
+            "1-40"
+        );
         assert_eq!(PortList::parse("1-65535").unwrap().len(), 65535);
         assert_eq!(PortList::parse("080").unwrap().to_string(), "80");
     }
@@ -408,6 +433,10 @@ mod tests {
             ("1-2-3", PortListError::InvalidEntry("1-2-3".into())),
             ("+80", PortListError::InvalidEntry("+80".into())),
             ("80 81", PortListError::InvalidEntry("80 81".into())),
+            (
+                "1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33",
+                PortListError::TooManyRanges { count: 17 },
+            ),
         ];
         for (text, want) in table {
             assert_eq!(&PortList::parse(text).unwrap_err(), want, "{text:?}");
