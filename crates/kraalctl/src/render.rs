@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use kraal_api::kraal::v1::{
-    AppliedSetting, FreezePodResponse, PodPolicyStatus, PodSummary, ThawPodResponse,
+    AppliedSetting, FreezePodResponse, PodPolicyStatus, PodPorts, PodSummary, PortCounters,
+    PortSpan, ThawPodResponse,
 };
 use serde::Serialize;
 
@@ -83,6 +84,10 @@ pub fn policy_human(status: &PodPolicyStatus) -> String {
         out.push_str(&applied_table(&status.applied));
     }
 
+    if let Some(ports) = &status.ports {
+        out.push_str(&ports_human(ports));
+    }
+
     if !status.warnings.is_empty() {
         out.push_str("warnings:\n");
         for warning in &status.warnings {
@@ -90,6 +95,47 @@ pub fn policy_human(status: &PodPolicyStatus) -> String {
         }
     }
     out
+}
+
+/// The pod's port lists, the netns sysctl and the kernel programs' counters.
+fn ports_human(ports: &PodPorts) -> String {
+    let mut out = String::from("ports:\n");
+    let list = |spans: &[PortSpan]| {
+        if spans.is_empty() {
+            "unrestricted".to_owned()
+        } else {
+            spans.iter().map(span_text).collect::<Vec<_>>().join(",")
+        }
+    };
+    let _ = writeln!(out, "  bind: {}", list(&ports.bind));
+    let _ = writeln!(out, "  connect: {}", list(&ports.connect));
+    if let Some(range) = &ports.netns_range {
+        let _ = writeln!(out, "  netns ip_local_port_range: {}", span_text(range));
+    }
+    let enforced = if ports.enforced { "yes" } else { "no" };
+    let _ = writeln!(out, "  enforced by eBPF: {enforced}");
+    if let Some(c) = &ports.counters {
+        let _ = writeln!(
+            out,
+            "  counters: binds allowed {}, denied {}, ephemeral ports {}, failures {}, exhausted {}, unsteered UDP sends {}",
+            c.binds_allowed,
+            c.binds_denied,
+            c.ephemeral_ports,
+            c.failures,
+            c.exhausted,
+            c.unsteered_udp
+        );
+    }
+    out
+}
+
+/// `20000-20099`, or `8080` for a single port.
+fn span_text(span: &PortSpan) -> String {
+    if span.first == span.last {
+        span.first.to_string()
+    } else {
+        format!("{}-{}", span.first, span.last)
+    }
 }
 
 /// The applied settings as an aligned table, indented by two spaces.
@@ -230,6 +276,53 @@ struct PolicyView<'a> {
     applied: Vec<AppliedView<'a>>,
     frozen: bool,
     warnings: &'a [String],
+    ports: Option<PortsView>,
+}
+
+#[derive(Serialize)]
+struct PortsView {
+    /// Inclusive `[first, last]` pairs.
+    bind: Vec<[u32; 2]>,
+    connect: Vec<[u32; 2]>,
+    netns_range: Option<[u32; 2]>,
+    enforced: bool,
+    counters: Option<CountersView>,
+}
+
+#[derive(Serialize)]
+struct CountersView {
+    binds_allowed: u64,
+    binds_denied: u64,
+    ephemeral_ports: u64,
+    failures: u64,
+    exhausted: u64,
+    unsteered_udp: u64,
+}
+
+impl PortsView {
+    fn new(ports: &PodPorts) -> Self {
+        let pairs = |spans: &[PortSpan]| spans.iter().map(|s| [s.first, s.last]).collect();
+        PortsView {
+            bind: pairs(&ports.bind),
+            connect: pairs(&ports.connect),
+            netns_range: ports.netns_range.as_ref().map(|s| [s.first, s.last]),
+            enforced: ports.enforced,
+            counters: ports.counters.as_ref().map(CountersView::new),
+        }
+    }
+}
+
+impl CountersView {
+    fn new(c: &PortCounters) -> Self {
+        CountersView {
+            binds_allowed: c.binds_allowed,
+            binds_denied: c.binds_denied,
+            ephemeral_ports: c.ephemeral_ports,
+            failures: c.failures,
+            exhausted: c.exhausted,
+            unsteered_udp: c.unsteered_udp,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -269,6 +362,7 @@ pub fn policy_json(status: &PodPolicyStatus) -> serde_json::Result<String> {
             .collect(),
         frozen: status.frozen,
         warnings: &status.warnings,
+        ports: status.ports.as_ref().map(PortsView::new),
     })
 }
 
@@ -337,6 +431,29 @@ mod tests {
             ],
             frozen: false,
             warnings: vec!["oom_score_adj -998 refused by the host".into()],
+            ports: Some(PodPorts {
+                bind: vec![
+                    PortSpan {
+                        first: 8080,
+                        last: 8080,
+                    },
+                    PortSpan {
+                        first: 20000,
+                        last: 20099,
+                    },
+                ],
+                connect: vec![],
+                netns_range: None,
+                enforced: true,
+                counters: Some(PortCounters {
+                    binds_allowed: 3,
+                    binds_denied: 1,
+                    ephemeral_ports: 200,
+                    failures: 0,
+                    exhausted: 2,
+                    unsteered_udp: 5,
+                }),
+            }),
         }
     }
 
@@ -353,6 +470,11 @@ applied:
   SCOPE  FILE                                                       VALUE  SOURCE
   pod    /sys/fs/cgroup/kubepods/burstable/podu-1/cpu.max.burst     50000  kraal.dev/cpu-burst
   app    /sys/fs/cgroup/kubepods/burstable/podu-1/c1/cpu.max.burst  50000  kraal.dev/cpu-burst
+ports:
+  bind: 8080,20000-20099
+  connect: unrestricted
+  enforced by eBPF: yes
+  counters: binds allowed 3, denied 1, ephemeral ports 200, failures 0, exhausted 2, unsteered UDP sends 5
 warnings:
   oom_score_adj -998 refused by the host
 "
@@ -473,6 +595,20 @@ warnings:
                 ],
                 "frozen": false,
                 "warnings": ["oom_score_adj -998 refused by the host"],
+                "ports": {
+                    "bind": [[8080, 8080], [20000, 20099]],
+                    "connect": [],
+                    "netns_range": null,
+                    "enforced": true,
+                    "counters": {
+                        "binds_allowed": 3,
+                        "binds_denied": 1,
+                        "ephemeral_ports": 200,
+                        "failures": 0,
+                        "exhausted": 2,
+                        "unsteered_udp": 5,
+                    },
+                },
             })
         );
     }
@@ -491,6 +627,7 @@ warnings:
                 "applied": [],
                 "frozen": false,
                 "warnings": [],
+                "ports": null,
             })
         );
         status.policy_json = "not json".into();

@@ -84,6 +84,7 @@ fn policy(pod: PodSummary, annotations: HashMap<String, String>) -> PodPolicySta
         applied,
         frozen: false,
         warnings: vec!["memory.high is not available on this host".into()],
+        ports: None,
     }
 }
 
@@ -273,6 +274,7 @@ async fn policy_json() {
             ],
             "frozen": false,
             "warnings": ["memory.high is not available on this host"],
+            "ports": null,
         })
     );
 }

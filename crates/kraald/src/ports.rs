@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Mutex;
 
+use kraal_api::kraal::v1 as admin;
 use kraal_policy::{PodPolicy, PortRange, PortSpec, allocate_block};
 use tonic::Status;
 
@@ -18,12 +19,34 @@ use crate::state::{PodPorts, SandboxRecord, SandboxState};
 
 const HOST_EPHEMERAL_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 const BPFFS: &str = "/sys/fs/bpf";
+/// What a new network namespace starts with; a pod whose lists go away gets it back.
+const NETNS_DEFAULT_RANGE: (u16, u16) = (32768, 60999);
 
 /// Blocks handed out to pods still being created (not yet in a saved record), so two
 /// concurrent RunPodSandbox calls never get the same block.
 #[derive(Default)]
 pub struct PortBlocks {
     inflight: Mutex<HashMap<String, Vec<PortRange>>>,
+}
+
+/// What a pod asks of its ports, for [`PortBlocks::resolve`].
+pub struct PortsRequest<'a> {
+    /// The CRI or admin call, for messages.
+    pub call: &'a str,
+    pub sandbox_id: &'a str,
+    pub policy: &'a PodPolicy,
+    pub host_network: bool,
+    /// The policy and ports of a running pod whose policy changes: a side whose annotation
+    /// did not change keeps what it had (an `auto:` block is not moved under the pod's open
+    /// sockets); one that changed is resolved anew.
+    pub previous: Option<(&'a PodPolicy, &'a PodPorts)>,
+}
+
+/// One side (bind or connect) of a pod's ports, as asked and as it was before.
+struct Side<'a> {
+    key: &'static str,
+    spec: &'a Option<PortSpec>,
+    kept: Option<&'a Option<Vec<(u16, u16)>>>,
 }
 
 impl PortBlocks {
@@ -33,19 +56,40 @@ impl PortBlocks {
         &self,
         config: &PortsConfig,
         sandboxes: &[SandboxRecord],
-        sandbox_id: &str,
-        policy: &PodPolicy,
-        host_network: bool,
+        request: PortsRequest<'_>,
     ) -> Result<PodPorts, Status> {
+        let PortsRequest {
+            call,
+            sandbox_id,
+            policy,
+            host_network,
+            previous,
+        } = request;
         if host_network && config.host_network_requires_ranges && policy.bind_ports.is_none() {
-            return Err(Status::invalid_argument(
-                "RunPodSandbox: this node requires hostNetwork pods to declare their ports: add kraal.dev/bind-ports (a list like \"20000-20999\" or \"auto:<count>\")",
-            ));
+            return Err(Status::invalid_argument(format!(
+                "{call}: this node requires hostNetwork pods to declare their ports: add kraal.dev/bind-ports (a list like \"20000-20999\" or \"auto:<count>\")",
+            )));
         }
+        let sides = [
+            Side {
+                key: "kraal.dev/bind-ports",
+                spec: &policy.bind_ports,
+                kept: previous
+                    .filter(|(old, _)| old.bind_ports == policy.bind_ports)
+                    .map(|(_, ports)| &ports.bind),
+            },
+            Side {
+                key: "kraal.dev/connect-ports",
+                spec: &policy.connect_ports,
+                kept: previous
+                    .filter(|(old, _)| old.connect_ports == policy.connect_ports)
+                    .map(|(_, ports)| &ports.connect),
+            },
+        ];
         let mut inflight = self
             .inflight
             .lock()
-            .map_err(|_| Status::internal("RunPodSandbox: the port block table is poisoned"))?;
+            .map_err(|_| Status::internal(format!("{call}: the port block table is poisoned")))?;
         let mut taken: Vec<PortRange> = sandboxes
             .iter()
             .filter(|s| s.state == SandboxState::Ready && s.id != sandbox_id)
@@ -55,41 +99,52 @@ impl PortBlocks {
         if let Some(host) = host_ephemeral_range() {
             taken.push(host);
         }
-        let mut mine = Vec::new();
-        let mut resolve = |spec: &Option<PortSpec>, key: &str| -> Result<_, Status> {
-            match spec {
-                None => Ok(None),
-                Some(PortSpec::List(list)) => Ok(Some(
-                    list.ranges().iter().map(|r| (r.start(), r.end())).collect(),
-                )),
-                Some(PortSpec::Auto { count }) => {
+        // What the pod keeps is still its own: a block resolved anew must not overlap it.
+        let mut mine: Vec<PortRange> = sides
+            .iter()
+            .filter_map(|side| side.kept)
+            .flatten()
+            .flatten()
+            .filter_map(|&(start, end)| PortRange::new(start, end).ok())
+            .collect();
+        let mut resolved = Vec::with_capacity(2);
+        for side in &sides {
+            let ranges = match (side.kept, side.spec) {
+                (Some(kept), _) => kept.clone(),
+                (None, None) => None,
+                (None, Some(PortSpec::List(list))) => {
+                    Some(list.ranges().iter().map(|r| (r.start(), r.end())).collect())
+                }
+                (None, Some(PortSpec::Auto { count })) => {
                     let pool = config.pool_range().map_err(|e| {
-                        Status::failed_precondition(format!("RunPodSandbox: ports.pool: {e}"))
+                        Status::failed_precondition(format!("{call}: ports.pool: {e}"))
                     })?;
                     let unavailable: Vec<PortRange> =
                         taken.iter().chain(mine.iter()).copied().collect();
                     let block = allocate_block(pool, *count, &unavailable).ok_or_else(|| {
                         Status::resource_exhausted(format!(
-                            "RunPodSandbox: {key}: \"auto:{count}\": no free block of {count} ports left in the node's pool {}-{} (other pods' blocks and the host's ephemeral range are excluded); ask for fewer ports or free some pods",
+                            "{call}: {}: \"auto:{count}\": no free block of {count} ports left in the node's pool {}-{} (other pods' blocks and the host's ephemeral range are excluded); ask for fewer ports or free some pods",
+                            side.key,
                             pool.start(),
                             pool.end()
                         ))
                     })?;
                     mine.push(block);
-                    Ok(Some(vec![(block.start(), block.end())]))
+                    Some(vec![(block.start(), block.end())])
                 }
-            }
-        };
-        let bind = resolve(&policy.bind_ports, "kraal.dev/bind-ports")?;
-        let connect = resolve(&policy.connect_ports, "kraal.dev/connect-ports")?;
+            };
+            resolved.push(ranges);
+        }
         if !mine.is_empty() {
             inflight.insert(sandbox_id.to_string(), mine);
         }
+        let connect = resolved.pop().flatten();
+        let bind = resolved.pop().flatten();
         Ok(PodPorts {
             bind,
             connect,
-            netns_range: None,
-            ebpf_pod: None,
+            netns_range: previous.and_then(|(_, ports)| ports.netns_range),
+            ebpf_pod: previous.and_then(|(_, ports)| ports.ebpf_pod),
         })
     }
 
@@ -161,11 +216,7 @@ fn load_programs(config: &Config) -> Result<PortPrograms, String> {
 /// Attaches the port programs to the pod's cgroup2 directory with its lists, before any of
 /// its processes exist. Pods without port annotations get nothing attached.
 pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Status> {
-    let ports = kraal_ebpf::PodPorts {
-        bind: record.ports.bind.clone().unwrap_or_default(),
-        connect: record.ports.connect.clone().unwrap_or_default(),
-        allocator: kraal_ebpf::Allocator::Tracking,
-    };
+    let ports = kernel_lists(&record.ports);
     if ports.bind.is_empty() && ports.connect.is_empty() {
         return Ok(());
     }
@@ -192,6 +243,58 @@ pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Statu
     Ok(())
 }
 
+/// The lists as the kernel programs take them.
+fn kernel_lists(ports: &PodPorts) -> kraal_ebpf::PodPorts {
+    kraal_ebpf::PodPorts {
+        bind: ports.bind.clone().unwrap_or_default(),
+        connect: ports.connect.clone().unwrap_or_default(),
+        allocator: kraal_ebpf::Allocator::Tracking,
+    }
+}
+
+/// Gives a running pod new port lists (from [`PortBlocks::resolve`] with its old ones as
+/// `previous`): one map update when its programs are attached, an attach when it had no lists
+/// before (its sockets opened until now stay unrestricted), and its netns sysctl rewritten.
+/// Programs stay attached when the lists go away: empty lists leave the pod unrestricted, and
+/// the links go with the pod.
+pub fn apply_live(
+    runtime: &Runtime,
+    record: &mut SandboxRecord,
+    mut ports: PodPorts,
+) -> Result<(), String> {
+    let lists = kernel_lists(&ports);
+    match record.ports.ebpf_pod {
+        Some(pod) => runtime
+            .port_programs
+            .with(&runtime.config, |programs| {
+                programs.update(PodId(pod), &lists)
+            })?
+            .map_err(|e| format!("updating the port ranges: {e}"))?,
+        None if lists.bind.is_empty() && lists.connect.is_empty() => {}
+        None => {
+            let mut attached = record.clone();
+            attached.ports = ports.clone();
+            attach(runtime, &mut attached).map_err(|status| status.message().to_string())?;
+            // Recorded at once: if a later step fails, undoing it must find these links.
+            record.ports.ebpf_pod = attached.ports.ebpf_pod;
+        }
+    }
+    ports.ebpf_pod = record.ports.ebpf_pod;
+    if let Some(netns) = &record.net_ns {
+        let range = netns_range(&ports);
+        let value = range.unwrap_or(NETNS_DEFAULT_RANGE);
+        set_netns_port_range(netns, value).map_err(|e| {
+            format!(
+                "setting net.ipv4.ip_local_port_range {}-{} in the pod's network namespace: {e}",
+                value.0, value.1
+            )
+        })?;
+        ports.netns_range = range;
+    }
+    record.ports = ports;
+    Ok(())
+}
+
 /// Detaches the pod's port programs and forgets its map entries; nothing to do if none.
 pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
     let Some(pod) = record.ports.ebpf_pod else {
@@ -204,14 +307,19 @@ pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
         .map_err(|e| format!("detaching the port programs: {e}"))
 }
 
-/// The pod's port counters, for PodSandboxStatus.
-pub fn counters(runtime: &Runtime, record: &SandboxRecord) -> Option<serde_json::Value> {
+/// The pod's counters from the kernel programs; None when none are attached.
+fn read_counters(runtime: &Runtime, record: &SandboxRecord) -> Option<kraal_ebpf::Counters> {
     let pod = record.ports.ebpf_pod?;
-    let c = runtime
+    runtime
         .port_programs
         .with(&runtime.config, |programs| programs.counters(PodId(pod)))
         .ok()?
-        .ok()?;
+        .ok()
+}
+
+/// The pod's port counters, for PodSandboxStatus.
+pub fn counters(runtime: &Runtime, record: &SandboxRecord) -> Option<serde_json::Value> {
+    let c = read_counters(runtime, record)?;
     Some(serde_json::json!({
         "bindsAllowed": c.binds_allowed,
         "bindsDenied": c.binds_denied,
@@ -219,6 +327,38 @@ pub fn counters(runtime: &Runtime, record: &SandboxRecord) -> Option<serde_json:
         "failures": c.failures,
         "exhausted": c.exhausted,
     }))
+}
+
+/// The pod's ports for the admin API; None when it has no lists.
+pub fn admin_status(runtime: &Runtime, record: &SandboxRecord) -> Option<admin::PodPorts> {
+    let ports = &record.ports;
+    if ports.bind.is_none() && ports.connect.is_none() && ports.ebpf_pod.is_none() {
+        return None;
+    }
+    let spans = |list: &Option<Vec<(u16, u16)>>| -> Vec<admin::PortSpan> {
+        list.iter().flatten().map(|&range| span(range)).collect()
+    };
+    Some(admin::PodPorts {
+        bind: spans(&ports.bind),
+        connect: spans(&ports.connect),
+        netns_range: ports.netns_range.map(span),
+        enforced: ports.ebpf_pod.is_some(),
+        counters: read_counters(runtime, record).map(|c| admin::PortCounters {
+            binds_allowed: c.binds_allowed,
+            binds_denied: c.binds_denied,
+            ephemeral_ports: c.ephemeral,
+            failures: c.failures,
+            exhausted: c.exhausted,
+            unsteered_udp: 0,
+        }),
+    })
+}
+
+fn span((first, last): (u16, u16)) -> admin::PortSpan {
+    admin::PortSpan {
+        first: first.into(),
+        last: last.into(),
+    }
 }
 
 /// The range a pod netns's `ip_local_port_range` gets: the connect list if there is one,

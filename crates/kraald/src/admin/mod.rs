@@ -109,5 +109,6 @@ pub fn policy_status(runtime: &Runtime, record: &SandboxRecord) -> admin::PodPol
             .collect(),
         frozen: record.frozen,
         warnings,
+        ports: crate::ports::admin_status(runtime, record),
     }
 }

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use super::{policy_status, resolve_pod};
 use crate::runtime::{Runtime, internal};
-use crate::state::{SandboxRecord, SandboxState};
+use crate::state::{PodPorts, SandboxRecord, SandboxState};
 
 const CALL: &str = "UpdatePodPolicy";
 
@@ -44,18 +44,41 @@ pub async fn update_pod_policy(
     let policy = PodPolicy::from_annotations(&annotations, &runtime.config.policy)
         .map_err(|e| Status::invalid_argument(format!("{CALL}: {e}")))?;
     check_containers(runtime, &record, &policy)?;
+    let old_policy = crate::policy::pod_policy(runtime, &record).map_err(|e| {
+        Status::failed_precondition(format!(
+            "{CALL}: the pod's current policy no longer parses: {e}"
+        ))
+    })?;
+    let ports = runtime.port_blocks.resolve(
+        &runtime.config.ports,
+        &runtime.state.sandboxes(),
+        crate::ports::PortsRequest {
+            call: CALL,
+            sandbox_id: &record.id,
+            policy: &policy,
+            host_network: record.host_network,
+            previous: Some((&old_policy, &record.ports)),
+        },
+    )?;
     if request.dry_run {
+        runtime.port_blocks.settle(&record.id);
         let mut preview = record.clone();
         preview.policy_annotations = Some(annotations);
+        preview.ports = ports;
         return Ok(policy_status(runtime, &preview));
     }
 
     let rt = runtime.clone();
-    let previous = record.policy_annotations.clone();
     let id = record.id.clone();
-    tokio::task::spawn_blocking(move || apply(&rt, record, annotations, &policy, previous))
-        .await
-        .map_err(|e| internal("UpdatePodPolicy task", e))??;
+    let change = Change {
+        annotations,
+        policy,
+        ports,
+    };
+    let applied = tokio::task::spawn_blocking(move || apply(&rt, record, change)).await;
+    // The pod's record holds its new blocks now, or the change failed and frees them.
+    runtime.port_blocks.settle(&id);
+    applied.map_err(|e| internal("UpdatePodPolicy task", e))??;
     let record = runtime
         .state
         .sandbox(&id)
@@ -116,24 +139,29 @@ fn check_containers(
     Ok(())
 }
 
+/// What a validated update changes.
+struct Change {
+    annotations: BTreeMap<String, String>,
+    policy: PodPolicy,
+    ports: PodPorts,
+}
+
 /// Writes the new plan everywhere. If a write fails half-way, the old policy is written
 /// back, so the pod is never left with a mix of both.
-fn apply(
-    runtime: &Runtime,
-    mut record: SandboxRecord,
-    annotations: BTreeMap<String, String>,
-    policy: &PodPolicy,
-    previous: Option<BTreeMap<String, String>>,
-) -> Result<(), Status> {
+fn apply(runtime: &Runtime, record: SandboxRecord, change: Change) -> Result<(), Status> {
     let old = record.clone();
-    record.policy_annotations = Some(annotations);
-    let result = apply_all(runtime, &mut record, policy);
+    let mut record = record;
+    record.policy_annotations = Some(change.annotations);
+    let result = apply_all(runtime, &mut record, &change.policy, change.ports);
     if let Err(err) = result {
         tracing::error!(sandbox = %record.id, %err, "live policy change failed; restoring the old policy");
         let mut restored = old;
-        restored.policy_annotations = previous;
+        // Links attached by the failed attempt are the pod's now: the old (maybe empty)
+        // lists go on them rather than leaving the new ones enforced.
+        restored.ports.ebpf_pod = record.ports.ebpf_pod;
+        let old_ports = restored.ports.clone();
         if let Ok(old_policy) = crate::policy::pod_policy(runtime, &restored)
-            && let Err(again) = apply_all(runtime, &mut restored, &old_policy)
+            && let Err(again) = apply_all(runtime, &mut restored, &old_policy, old_ports)
         {
             tracing::error!(sandbox = %restored.id, %again, "restoring the old policy failed too");
         }
@@ -146,7 +174,10 @@ fn apply_all(
     runtime: &Runtime,
     record: &mut SandboxRecord,
     policy: &PodPolicy,
+    ports: PodPorts,
 ) -> Result<(), String> {
+    crate::ports::apply_live(runtime, record, ports)
+        .map_err(|e| format!("the pod's ports: {e}"))?;
     crate::policy::apply_pod(runtime, record, policy)
         .map_err(|e| format!("the pod cgroup: {e}"))?;
     let mut warnings = crate::policy::reapply_containers(runtime, record, policy)?;

@@ -153,9 +153,13 @@ pub async fn run_pod_sandbox(
     record.ports = runtime.port_blocks.resolve(
         &runtime.config.ports,
         &runtime.state.sandboxes(),
-        &id,
-        &policy,
-        host_network,
+        crate::ports::PortsRequest {
+            call: "RunPodSandbox",
+            sandbox_id: &id,
+            policy: &policy,
+            host_network,
+            previous: None,
+        },
     )?;
     let dns = config.dns_config.as_ref().map(|d| DnsSettings {
         servers: d.servers.clone(),
