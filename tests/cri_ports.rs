@@ -204,6 +204,49 @@ async fn a_node_can_require_host_network_pods_to_declare_ports() {
     k.remove_pod(&declared).await;
 }
 
+#[tokio::test]
+async fn host_network_pods_without_ranges_can_get_the_nodes_default() {
+    let k = Kraald::start(
+        "[ports]\npool = \"24000-24999\"\nhost_network_default_ports = \"auto:100\"\n",
+    )
+    .await;
+    let quiet = k
+        .run_pod(pod_config("quiet", true))
+        .await
+        .expect("unannotated hostNetwork pod");
+    let bind = ranges(&k, &quiet, "bind").await;
+    assert_eq!(bind.len(), 1, "{bind:?}");
+    let (start, end) = bind[0];
+    assert!(
+        (24000..=24999).contains(&start) && end - start == 99,
+        "{bind:?}"
+    );
+    assert_eq!(
+        ranges(&k, &quiet, "connect").await,
+        bind,
+        "one block for both"
+    );
+    // A pod that declares its own ports, and a pod with its own netns, get no default.
+    let declared = with_annotation(
+        pod_config("says", true),
+        "kraal.dev/connect-ports",
+        "24500-24509",
+    );
+    let declared = k.run_pod(declared).await.expect("declared pod");
+    assert_eq!(ranges(&k, &declared, "connect").await, vec![(24500, 24509)]);
+    let (_, info) = k.pod_status_verbose(&declared).await;
+    assert!(info["ports"]["bind"].is_null(), "{info}");
+    let own = k
+        .run_pod(pod_config("own", false))
+        .await
+        .expect("own netns pod");
+    let (_, info) = k.pod_status_verbose(&own).await;
+    assert!(info["ports"]["bind"].is_null(), "{info}");
+    for pod in [quiet, declared, own] {
+        k.remove_pod(&pod).await;
+    }
+}
+
 /// Runs `script` in the container and returns stdout and stderr together.
 async fn sh(k: &Kraald, id: &str, script: &str) -> String {
     let out = k

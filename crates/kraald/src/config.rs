@@ -42,6 +42,10 @@ pub struct PortsConfig {
     pub pool: String,
     /// hostNetwork pods must declare `kraal.dev/bind-ports` (pods without it are refused).
     pub host_network_requires_ranges: bool,
+    /// What a hostNetwork pod with neither `kraal.dev/bind-ports` nor
+    /// `kraal.dev/connect-ports` gets for both: a list or `auto:<count>` (one block for
+    /// both). Empty: such pods are unrestricted.
+    pub host_network_default_ports: String,
     /// bpffs directory where the port programs' maps and links are pinned; empty: a
     /// directory under /sys/fs/bpf/kraal named after `state`, so two kraalds never share.
     pub bpf_pin_root: PathBuf,
@@ -52,12 +56,22 @@ impl Default for PortsConfig {
         PortsConfig {
             pool: "20000-32767".to_string(),
             host_network_requires_ranges: false,
+            host_network_default_ports: String::new(),
             bpf_pin_root: PathBuf::new(),
         }
     }
 }
 
 impl PortsConfig {
+    /// The spec unannotated hostNetwork pods get; `validate` has checked it parses.
+    pub fn host_network_default(&self) -> Option<kraal_policy::PortSpec> {
+        let text = self.host_network_default_ports.trim();
+        if text.is_empty() {
+            return None;
+        }
+        kraal_policy::PortSpec::parse(text).ok()
+    }
+
     /// The pool as a range; `validate` has checked it parses.
     pub fn pool_range(&self) -> Result<kraal_policy::PortRange, String> {
         let list = kraal_policy::PortList::parse(&self.pool).map_err(|e| e.to_string())?;
@@ -259,6 +273,18 @@ impl Config {
         if let Err(reason) = self.ports.pool_range() {
             return Err(invalid("ports.pool", self.ports.pool.clone(), &reason));
         }
+        let default_ports = self.ports.host_network_default_ports.trim();
+        if !default_ports.is_empty()
+            && let Err(err) = kraal_policy::PortSpec::parse(default_ports)
+        {
+            return Err(invalid(
+                "ports.host_network_default_ports",
+                default_ports.to_string(),
+                &format!(
+                    "{err}; expected a port list like \"20000-20999\", \"auto:<count>\" or \"\""
+                ),
+            ));
+        }
         if self.root == self.state {
             return Err(invalid(
                 "state",
@@ -319,6 +345,24 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.level, "info");
         assert_eq!(config.socket, PathBuf::from("/run/kraal/kraal.sock"));
+    }
+
+    #[test]
+    fn port_settings_are_checked() {
+        let err = parse("[ports]\npool = \"30-20\"\n").expect_err("reversed pool");
+        assert!(err.to_string().contains("ports.pool"), "{err}");
+        let err = parse("[ports]\nhost_network_default_ports = \"auto:0\"\n").expect_err("auto:0");
+        let text = err.to_string();
+        assert!(
+            text.contains("ports.host_network_default_ports") && text.contains("auto:0"),
+            "{text}"
+        );
+        let config = parse("[ports]\nhost_network_default_ports = \"auto:500\"\n").expect("parses");
+        assert_eq!(
+            config.ports.host_network_default(),
+            Some(kraal_policy::PortSpec::Auto { count: 500 })
+        );
+        assert_eq!(Config::default().ports.host_network_default(), None);
     }
 
     #[test]

@@ -70,10 +70,25 @@ impl PortBlocks {
                 "{call}: this node requires hostNetwork pods to declare their ports: add kraal.dev/bind-ports (a list like \"20000-20999\" or \"auto:<count>\")",
             )));
         }
+        // A new hostNetwork pod that declares nothing may get the node's default, one list
+        // for both sides. (A running pod keeps what it was given: its sides are unchanged.)
+        let default = if host_network
+            && previous.is_none()
+            && policy.bind_ports.is_none()
+            && policy.connect_ports.is_none()
+        {
+            config.host_network_default()
+        } else {
+            None
+        };
         let sides = [
             Side {
                 key: "kraal.dev/bind-ports",
-                spec: &policy.bind_ports,
+                spec: if default.is_some() {
+                    &default
+                } else {
+                    &policy.bind_ports
+                },
                 kept: previous
                     .filter(|(old, _)| old.bind_ports == policy.bind_ports)
                     .map(|(_, ports)| &ports.bind),
@@ -138,8 +153,11 @@ impl PortBlocks {
         if !mine.is_empty() {
             inflight.insert(sandbox_id.to_string(), mine);
         }
-        let connect = resolved.pop().flatten();
+        let mut connect = resolved.pop().flatten();
         let bind = resolved.pop().flatten();
+        if default.is_some() {
+            connect = bind.clone();
+        }
         Ok(PodPorts {
             bind,
             connect,
