@@ -12,6 +12,7 @@ use std::time::Duration;
 use kraal_e2e::*;
 
 const SOCKTOOL: &str = env!("CARGO_BIN_EXE_socktool");
+const EPERM: i32 = 1;
 const EACCES: i32 = 13;
 const EADDRINUSE: i32 = 98;
 const EADDRNOTAVAIL: i32 = 99;
@@ -224,8 +225,19 @@ async fn every_port_a_host_network_pod_gets_is_in_its_range() {
     });
     assert!(handed.iter().all(|p| (range.0..=range.1).contains(p)));
 
+    // A UDP send from a socket never bound: the kernel autobinds it from the host's range,
+    // which nothing can steer; kraal counts it.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+    let to = sink.local_addr().expect("addr").to_string();
+    let got = socktool(&k, &id, &["sendto", &to]).await;
+    assert!(
+        matches!(got[..], [Got::Port(p)] if !(range.0..=range.1).contains(&p)),
+        "{got:?}"
+    );
+
     let c = counters(&k, &pod).await;
     assert_eq!(c["failures"], 0, "spurious failures: {c}");
+    assert_eq!(c["unsteeredUdp"], 1, "{c}");
     assert!(c["bindsDenied"].as_u64() >= Some(7), "{c}");
     assert!(c["bindsAllowed"].as_u64() >= Some(6), "{c}");
     assert!(c["ephemeralPorts"].as_u64() >= Some(1300), "{c}");
@@ -278,7 +290,7 @@ async fn two_pods_with_auto_blocks_never_share_a_port() {
 
 #[tokio::test]
 async fn kraalctl_changes_a_running_pods_ranges() {
-    let k = Kraald::start("[ports]\npool = \"22000-22999\"\n").await;
+    let k = Kraald::start("[ports]\npool = \"22000-22999\"\nunsteered_udp = \"deny\"\n").await;
     let image = k.pull_busybox().await;
     let cfg = host_pod("live", &[("kraal.dev/bind-ports", "20200-20249")]);
     let pod = k.run_pod(cfg.clone()).await.expect("RunPodSandbox");
@@ -288,6 +300,13 @@ async fn kraalctl_changes_a_running_pods_ranges() {
     assert_eq!(
         socktool(&k, &id, &["bind", "tcp", "127.0.0.1:20210"]).await,
         [Got::Port(20210)]
+    );
+    // This node refuses UDP sends it cannot steer.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+    let to = sink.local_addr().expect("addr").to_string();
+    assert_eq!(
+        socktool(&k, &id, &["sendto", &to]).await,
+        [Got::Errno(EPERM)]
     );
 
     // A new list: the old port is refused, bind(0) fills the new one.

@@ -53,6 +53,8 @@ pub enum Error {
     InvalidRanges(String),
     #[error("pod {0} has no port programs attached")]
     NotAttached(PodId),
+    #[error("pod {pod}: all {max} pod slots of the port programs are in use")]
+    NoPodSlot { pod: PodId, max: u32 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -40,6 +40,56 @@ pub(crate) fn open_cgroup2(path: &Path) -> Result<File> {
     Ok(dir)
 }
 
+/// `struct file_handle` of a kernfs (cgroup2) node: its 64-bit id, which is the inode number.
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+/// `FILEID_KERNFS` from include/linux/exportfs.h.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// Opens the cgroup2 directory whose id (inode number) is `id`, wherever it is: what a pod
+/// known only by its id needs to get more programs attached.
+pub(crate) fn open_cgroup2_by_id(id: u64) -> Result<File> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("reading", "/proc/self/mountinfo"))?;
+    let mount = info
+        .lines()
+        .find_map(|line| {
+            let mut halves = line.splitn(2, " - ");
+            let (left, right) = (halves.next()?, halves.next()?);
+            (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4))?
+        })
+        .ok_or_else(|| {
+            io("finding", "/proc/self/mountinfo")(std::io::Error::other("no cgroup2 mount"))
+        })?;
+    let root = File::open(mount).map_err(io("opening", mount))?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: handle is a valid file_handle with 8 bytes of f_handle; the returned fd is new and
+    // owned by nobody else.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            root.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io("opening by id the cgroup under", mount)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd was just returned by open_by_handle_at.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// Mounts bpffs on `mountpoint` unless one is already there. Returns whether it mounted.
 pub fn ensure_bpffs(mountpoint: &Path) -> Result<bool> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")

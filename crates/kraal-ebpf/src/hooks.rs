@@ -1,6 +1,9 @@
-//! The eight hooks a pod gets, with their program names, pin names and attach types.
+//! The hooks a pod gets, with their program names, pin names and attach types.
 
-/// One cgroup hook of the port programs; each pod gets a link on every one of them.
+use crate::PodPorts;
+
+/// One cgroup hook of the port programs; each pod gets a link on those its lists need
+/// ([`Hook::for_ports`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     Bind4,
@@ -12,6 +15,9 @@ pub enum Hook {
     SockRelease,
     /// TCP state changes: frees a connection's port only once the full socket is gone.
     SockOps,
+    /// UDP sends from sockets the kernel autobound outside the lists: counted, optionally refused.
+    SendMsg4,
+    SendMsg6,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +28,7 @@ pub(crate) enum Kind {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 8] = [
+    pub const ALL: [Hook; 10] = [
         Hook::Bind4,
         Hook::Bind6,
         Hook::Connect4,
@@ -31,7 +37,28 @@ impl Hook {
         Hook::PostBind6,
         Hook::SockRelease,
         Hook::SockOps,
+        Hook::SendMsg4,
+        Hook::SendMsg6,
     ];
+
+    /// The hooks a pod with these lists needs. A hook attached anywhere costs every socket of
+    /// the host something (the kernel enables the hook for all, and runs bind, connect and
+    /// sendmsg hooks under the socket lock), and a hook attached to the pod costs its sockets a
+    /// program run: the bind hooks only come with a bind list, the connect hooks with a
+    /// connect list, the sendmsg hooks only when unsteered UDP sends are counted or refused.
+    /// The others serve both lists (ports held by sockets that were bound in any way, TCP
+    /// close).
+    pub fn for_ports(ports: &PodPorts) -> Vec<Hook> {
+        Hook::ALL
+            .into_iter()
+            .filter(|h| match h {
+                Hook::Bind4 | Hook::Bind6 => !ports.bind.is_empty(),
+                Hook::Connect4 | Hook::Connect6 => !ports.connect.is_empty(),
+                Hook::SendMsg4 | Hook::SendMsg6 => ports.count_unsteered || ports.deny_unsteered,
+                _ => true,
+            })
+            .collect()
+    }
 
     /// The name of the link's pin file in the pod's pin directory.
     pub fn name(self) -> &'static str {
@@ -44,6 +71,8 @@ impl Hook {
             Hook::PostBind6 => "post_bind6",
             Hook::SockRelease => "sock_release",
             Hook::SockOps => "sockops",
+            Hook::SendMsg4 => "sendmsg4",
+            Hook::SendMsg6 => "sendmsg6",
         }
     }
 
@@ -62,19 +91,27 @@ impl Hook {
             Hook::PostBind6 => "kp_post_bind6",
             Hook::SockRelease => "kp_sock_release",
             Hook::SockOps => "kp_sockops",
+            Hook::SendMsg4 => "kp_sendmsg4",
+            Hook::SendMsg6 => "kp_sendmsg6",
         }
     }
 
     pub(crate) fn kind(self) -> Kind {
         match self {
-            Hook::Bind4 | Hook::Bind6 | Hook::Connect4 | Hook::Connect6 => Kind::SockAddr,
+            Hook::Bind4
+            | Hook::Bind6
+            | Hook::Connect4
+            | Hook::Connect6
+            | Hook::SendMsg4
+            | Hook::SendMsg6 => Kind::SockAddr,
             Hook::PostBind4 | Hook::PostBind6 | Hook::SockRelease => Kind::Sock,
             Hook::SockOps => Kind::SockOps,
         }
     }
 
-    /// Whether the program reads the per-attachment pod slot; the kernel allocates a slot only
-    /// for programs that use the map (sock_release and sockops find the pod through the socket instead).
+    /// Whether the program reads the per-attachment storage entry (the pod and its lists); the
+    /// kernel allocates an entry only for programs that use the map (sock_release and sockops
+    /// find the pod through the socket's claim instead).
     pub(crate) fn has_podref(self) -> bool {
         !matches!(self, Hook::SockRelease | Hook::SockOps)
     }
@@ -90,6 +127,48 @@ impl Hook {
             Hook::PostBind6 => 13,
             Hook::SockRelease => 34,
             Hook::SockOps => 3,
+            Hook::SendMsg4 => 14,
+            Hook::SendMsg6 => 15,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_follow_the_lists() {
+        let bind = PodPorts {
+            bind: vec![(20000, 20099)],
+            ..Default::default()
+        };
+        let connect = PodPorts {
+            connect: vec![(20000, 20099)],
+            ..Default::default()
+        };
+        let both = PodPorts {
+            connect: vec![(21000, 21099)],
+            ..bind.clone()
+        };
+        let has = |p: &PodPorts, h| Hook::for_ports(p).contains(&h);
+        assert!(has(&bind, Hook::Bind6) && !has(&bind, Hook::Connect4));
+        assert!(has(&connect, Hook::Connect6) && !has(&connect, Hook::Bind4));
+        assert!(!has(&both, Hook::SendMsg4) && !has(&both, Hook::SendMsg6));
+        let counted = PodPorts {
+            count_unsteered: true,
+            ..both.clone()
+        };
+        assert_eq!(Hook::for_ports(&counted), Hook::ALL.to_vec());
+        let denied = PodPorts {
+            deny_unsteered: true,
+            ..both
+        };
+        assert_eq!(Hook::for_ports(&denied), Hook::ALL.to_vec());
+        for p in [&bind, &connect] {
+            for h in [Hook::PostBind4, Hook::SockRelease, Hook::SockOps] {
+                assert!(has(p, h), "{h:?}");
+            }
         }
     }
 }

@@ -1,15 +1,17 @@
 //! Per-pod local port ranges enforced by eBPF cgroup programs (kraal issue 5).
 //!
 //! One loaded program per hook (`cgroup/bind4|6`, `connect4|6`, `post_bind4|6`,
-//! `sock_release`, `sockops`) serves every pod; each pod's cgroup2 directory gets a pinned link per hook
-//! and its own entries in maps keyed by the pod id (the inode number of its cgroup2
-//! directory). See `bpf/ports.bpf.c` for how a program finds its pod and how ports are chosen.
+//! `sock_release`, `sockops`, `sendmsg4|6`) serves every pod; each pod's cgroup2 directory gets
+//! a pinned link per hook, a slot in the allocator state and a record keyed by the pod id (the
+//! inode number of its cgroup2 directory). See `bpf/ports.bpf.c` for how a program finds its
+//! pod, how ports are chosen and why the maps are laid out as they are.
 //!
 //! For a pod with a bind list: explicit `bind()` outside it fails with `EACCES`, `bind(0)` gets a
 //! port of the list the pod does not hold (`EADDRINUSE` when all are held). With a connect
 //! list: `connect()` on an unbound socket is bound to such a port first (`EADDRNOTAVAIL` when
-//! none is left). Not steerable on this kernel: UDP `sendto()` autobind. Not seen: processes
-//! outside the pod binding ports inside its lists; kraal hands each pod an exclusive block.
+//! none is left). Not steerable on this kernel: UDP `sendto()` autobind; such sends are counted
+//! and, with [`PodPorts::deny_unsteered`], refused. Not seen: processes outside the pod binding
+//! ports inside its lists; kraal hands each pod an exclusive block.
 
 // Library code of a long-running daemon: unwrap/expect only in tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -52,4 +54,7 @@ pub struct Counters {
     pub failures: u64,
     /// `bind(0)` or `connect()` refused because every port of the list was held.
     pub exhausted: u64,
+    /// UDP sends (`sendto()`/`sendmsg()` with an address) from a socket the kernel autobound
+    /// outside the lists, refused if [`PodPorts::deny_unsteered`] is set.
+    pub unsteered_udp: u64,
 }

@@ -15,35 +15,57 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{CgroupStorage, CgroupStorageKey, HashMap, MapData, MapError};
+use aya::maps::{Array, CgroupStorage, CgroupStorageKey, HashMap, MapData, MapError};
 use aya::programs::links::{FdLink, LinkError};
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::abi::{self, KpCfg, KpPodref, KpState};
+use crate::abi::{self, KpCfg, KpClaim, KpPod, KpState};
 use crate::error::{Error, Result, io};
-use crate::fs::{open_cgroup2, require_bpffs};
+use crate::fs::{open_cgroup2, open_cgroup2_by_id, require_bpffs};
 use crate::hooks::{Hook, Kind};
 use crate::{Counters, PodId, PodPorts};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ports.bpf.o"));
 
-const MAP_CFGS: &str = "kp_cfgs";
-const MAP_STATES: &str = "kp_states";
-const MAP_PODREFS: &str = "kp_podrefs";
-const MAP_CLAIMS: &str = "kp_claims";
-const MAPS: [&str; 4] = [MAP_CFGS, MAP_STATES, MAP_PODREFS, MAP_CLAIMS];
+// Names differ from those of earlier layouts, whose pins may still sit in <root>/maps: a
+// pinned map of the old layout must never be picked up by the new programs.
+const MAP_PODS: &str = "kp_pods";
+const MAP_STATES: &str = "kp_pod_states";
+const MAP_HOOK_CFGS: &str = "kp_hook_cfgs";
+const MAP_CLAIMS: &str = "kp_sock_claims";
+const MAP_OVERFLOW: &str = "kp_claims_over";
+const MAPS: [&str; 5] = [
+    MAP_PODS,
+    MAP_STATES,
+    MAP_HOOK_CFGS,
+    MAP_CLAIMS,
+    MAP_OVERFLOW,
+];
 
-/// `BPF_NOEXIST`: create only.
-const NOEXIST: u64 = 1;
+/// The order in which [`PortPrograms::update`] rewrites the hooks' copies of the lists. While
+/// it does, a bind may be judged by the old lists in one hook and by the new in the next; with
+/// post_bind (the safety net) first, a bind that the bind hook allowed under the old lists is
+/// judged by post_bind under the new ones, so a widening update never refuses a port.
+const UPDATE_ORDER: [Hook; 8] = [
+    Hook::PostBind4,
+    Hook::PostBind6,
+    Hook::Bind4,
+    Hook::Bind6,
+    Hook::Connect4,
+    Hook::Connect6,
+    Hook::SendMsg4,
+    Hook::SendMsg6,
+];
 
 /// A pod with port programs attached, as found in the pin directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachedPod {
     pub pod: PodId,
-    /// Hooks with a pinned link; all of [`Hook::ALL`] unless an attach was interrupted.
+    /// Hooks with a pinned link: those its lists need ([`Hook::for_ports`]), unless an attach
+    /// was interrupted, and those earlier lists needed.
     pub hooks: Vec<Hook>,
-    /// The lists in force, if the pod's entry exists in the ranges map.
+    /// The lists in force, if the pod's record exists.
     pub ports: Option<PodPorts>,
 }
 
@@ -51,12 +73,32 @@ pub struct AttachedPod {
 pub struct PortPrograms {
     ebpf: Ebpf,
     root: PathBuf,
-    cfgs: HashMap<MapData, u64, KpCfg>,
-    states: HashMap<MapData, u64, KpState>,
+    /// Pod id -> slot, generation and lists: the record userspace keeps (no program reads it).
+    pods: HashMap<MapData, u64, KpPod>,
+    /// Allocator state and counters per slot.
+    states: Array<MapData, KpState>,
     /// Deprecated in aya in favour of `CGRP_STORAGE`, which needs a `struct cgroup` pointer that
     /// socket hooks cannot obtain; the classic per-attachment storage is exactly what tells a
-    /// program which pod's attachment is running.
-    podrefs: CgroupStorage<MapData, KpPodref>,
+    /// program which pod's attachment is running. Each entry holds a copy of the pod's record.
+    hook_cfgs: CgroupStorage<MapData, KpPod>,
+    /// Claims that did not fit the direct-mapped table; cleaned of dead ones here.
+    overflow: HashMap<MapData, u64, KpClaim>,
+}
+
+/// The generation after `g`; 0 means "not configured" to the programs.
+fn next_gen(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
+}
+
+fn not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 fn map_err(map: &'static str, what: &'static str) -> impl FnOnce(MapError) -> Error {
@@ -115,17 +157,22 @@ impl PortPrograms {
             ebpf.take_map(name)
                 .ok_or(Error::Missing { what: "map", name })
         };
-        let cfgs = HashMap::try_from(take(MAP_CFGS)?).map_err(map_err(MAP_CFGS, "type"))?;
-        let states = HashMap::try_from(take(MAP_STATES)?).map_err(map_err(MAP_STATES, "type"))?;
-        let podrefs =
-            CgroupStorage::try_from(take(MAP_PODREFS)?).map_err(map_err(MAP_PODREFS, "type"))?;
-        let programs = PortPrograms {
+        let pods = HashMap::try_from(take(MAP_PODS)?).map_err(map_err(MAP_PODS, "type"))?;
+        let states = Array::try_from(take(MAP_STATES)?).map_err(map_err(MAP_STATES, "type"))?;
+        let hook_cfgs = CgroupStorage::try_from(take(MAP_HOOK_CFGS)?)
+            .map_err(map_err(MAP_HOOK_CFGS, "type"))?;
+        let overflow =
+            HashMap::try_from(take(MAP_OVERFLOW)?).map_err(map_err(MAP_OVERFLOW, "type"))?;
+        let mut programs = PortPrograms {
             ebpf,
             root,
-            cfgs,
+            pods,
             states,
-            podrefs,
+            hook_cfgs,
+            overflow,
         };
+        // A previous loader may have stopped between detaching a pod and cleaning up after it.
+        programs.drop_dead_overflow()?;
         let pods = programs.list()?;
         tracing::info!(root = %programs.root.display(), adopted = pods.len(), "port programs loaded");
         Ok(programs)
@@ -136,52 +183,106 @@ impl PortPrograms {
     }
 
     /// Restricts the pod whose cgroup2 directory is `cgroup_dir` to `ports`. Attaching a pod
-    /// that is already attached (for instance by an earlier loader) only updates its lists and
-    /// re-attaches nothing; an interrupted attach is completed.
+    /// that is already attached (for instance by an earlier loader) updates its lists as
+    /// [`PortPrograms::update`] does and re-attaches nothing; an interrupted attach is completed.
     pub fn attach(&mut self, cgroup_dir: impl AsRef<Path>, ports: &PodPorts) -> Result<PodId> {
         let cgroup_dir = cgroup_dir.as_ref();
         let cfg = ports.to_cfg()?;
         let cgroup = open_cgroup2(cgroup_dir)?;
         let pod = PodId(cgroup.metadata().map_err(io("stat", cgroup_dir))?.ino());
 
-        // Ranges and state first: a program that sees the pod must find them.
-        self.cfgs
-            .insert(pod.0, cfg, 0)
-            .map_err(map_err(MAP_CFGS, "insert"))?;
-        match self.states.insert(pod.0, KpState::ZERO, NOEXIST) {
-            Ok(()) => {}
-            // Re-adopted pod: keep what its sockets hold.
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(map_err(MAP_STATES, "insert")(e)),
-        }
+        // Slot and state first: a program that sees the pod must find them.
+        let record = match self.pods.get(&pod.0, 0) {
+            // Re-adopted pod: keep its slot and what its sockets hold.
+            Ok(record) => KpPod { cfg, ..record },
+            Err(e) if not_found(&e) => self.new_slot(pod, cfg)?,
+            Err(e) => return Err(map_err(MAP_PODS, "lookup")(e)),
+        };
+        self.pods
+            .insert(pod.0, record, 0)
+            .map_err(map_err(MAP_PODS, "insert"))?;
 
         let dir = self.pod_dir(pod);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let attached = self.attach_missing(pod, &cgroup, ports, &record)?;
+        self.rewrite_hook_cfgs(pod, &record)?;
+        tracing::info!(pod = pod.0, cgroup = %cgroup_dir.display(), slot = record.slot, attached, ?ports, "port ranges attached");
+        Ok(pod)
+    }
+
+    /// Attaches and pins the hooks `ports` needs that the pod does not have yet; returns how
+    /// many. A new hook's entry is written before its link is pinned; from the attach until
+    /// then the program lets everything through, as if the hook were not there yet.
+    fn attach_missing(
+        &mut self,
+        pod: PodId,
+        cgroup: &File,
+        ports: &PodPorts,
+        record: &KpPod,
+    ) -> Result<usize> {
+        let dir = self.pod_dir(pod);
         let mut attached = 0;
-        for hook in Hook::ALL {
+        for hook in Hook::for_ports(ports) {
             let pin = dir.join(hook.name());
             if pin.exists() {
                 continue;
             }
-            let link = self.attach_hook(hook, &cgroup)?;
-            // The slot exists once the link does; until written the programs let all through.
-            if hook.has_podref() {
-                self.podrefs
-                    .insert(
-                        CgroupStorageKey::new(pod.0, hook.attach_type()),
-                        KpPodref { pod_id: pod.0 },
-                        0,
-                    )
-                    .map_err(map_err(MAP_PODREFS, "insert"))?;
-            }
+            let link = self.attach_hook(hook, cgroup)?;
+            self.write_hook_cfg(pod, hook, record)?;
             link.pin(&pin).map_err(|source| Error::Pin {
                 path: pin.clone(),
                 source: Box::new(source),
             })?;
             attached += 1;
         }
-        tracing::info!(pod = pod.0, cgroup = %cgroup_dir.display(), attached, ?ports, "port ranges attached");
-        Ok(pod)
+        Ok(attached)
+    }
+
+    /// Rewrites the lists in the entries of every hook the pod has, in [`UPDATE_ORDER`].
+    fn rewrite_hook_cfgs(&mut self, pod: PodId, record: &KpPod) -> Result<()> {
+        let dir = self.pod_dir(pod);
+        for hook in UPDATE_ORDER {
+            if dir.join(hook.name()).exists() {
+                self.write_hook_cfg(pod, hook, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the lowest slot no attached pod uses and starts a new generation in it, so that
+    /// claims left by the slot's previous pod are dead.
+    fn new_slot(&mut self, pod: PodId, cfg: KpCfg) -> Result<KpPod> {
+        let mut used = vec![false; abi::MAX_PODS as usize];
+        for item in self.pods.iter() {
+            let (_, record) = item.map_err(map_err(MAP_PODS, "iterating"))?;
+            if let Some(u) = used.get_mut(record.slot as usize) {
+                *u = true;
+            }
+        }
+        let slot = used.iter().position(|u| !u).ok_or(Error::NoPodSlot {
+            pod,
+            max: abi::MAX_PODS,
+        })? as u32;
+        let previous = self
+            .states
+            .get(&slot, 0)
+            .map_err(map_err(MAP_STATES, "lookup"))?;
+        let gen_ = next_gen(previous.gen_);
+        self.states
+            .set(slot, KpState::new(gen_), 0)
+            .map_err(map_err(MAP_STATES, "update"))?;
+        Ok(KpPod { slot, gen_, cfg })
+    }
+
+    /// Writes the pod's record into the hook's per-attachment entry (swapped whole by the
+    /// kernel, so a program sees either the old or the new lists).
+    fn write_hook_cfg(&mut self, pod: PodId, hook: Hook, record: &KpPod) -> Result<()> {
+        if !hook.has_podref() {
+            return Ok(());
+        }
+        self.hook_cfgs
+            .insert(CgroupStorageKey::new(pod.0, hook.attach_type()), record, 0)
+            .map_err(map_err(MAP_HOOK_CFGS, "update"))
     }
 
     fn attach_hook(&mut self, hook: Hook, cgroup: &File) -> Result<FdLink> {
@@ -226,17 +327,34 @@ impl PortPrograms {
         }
     }
 
-    /// Replaces an attached pod's lists: one map update, no re-attach. Ports its sockets hold
-    /// stay held.
+    /// Replaces an attached pod's lists: one write per hook; hooks the new lists need are
+    /// attached first (a bind list added to a connect-only pod gets the bind hooks), none is
+    /// detached or re-attached, so enforcement never lapses. Hooks the new lists no longer need
+    /// stay and let everything through. Ports its sockets hold stay held.
     pub fn update(&mut self, pod: PodId, ports: &PodPorts) -> Result<()> {
         let cfg = ports.to_cfg()?;
-        if !self.pod_dir(pod).exists() {
+        let dir = self.pod_dir(pod);
+        if !dir.exists() {
             return Err(Error::NotAttached(pod));
         }
-        self.cfgs
-            .insert(pod.0, cfg, 0)
-            .map_err(map_err(MAP_CFGS, "update"))?;
-        tracing::info!(pod = pod.0, ?ports, "port ranges updated");
+        let record = match self.pods.get(&pod.0, 0) {
+            Ok(record) => KpPod { cfg, ..record },
+            Err(e) if not_found(&e) => return Err(Error::NotAttached(pod)),
+            Err(e) => return Err(map_err(MAP_PODS, "lookup")(e)),
+        };
+        self.pods
+            .insert(pod.0, record, 0)
+            .map_err(map_err(MAP_PODS, "update"))?;
+        let mut attached = 0;
+        if Hook::for_ports(ports)
+            .iter()
+            .any(|h| !dir.join(h.name()).exists())
+        {
+            let cgroup = open_cgroup2_by_id(pod.0)?;
+            attached = self.attach_missing(pod, &cgroup, ports, &record)?;
+        }
+        self.rewrite_hook_cfgs(pod, &record)?;
+        tracing::info!(pod = pod.0, attached, ?ports, "port ranges updated");
         Ok(())
     }
 
@@ -257,20 +375,56 @@ impl PortPrograms {
             std::fs::remove_dir(&dir).map_err(io("removing", &dir))?;
             found = true;
         }
-        for (map, result) in [
-            (MAP_CFGS, self.cfgs.remove(&pod.0)),
-            (MAP_STATES, self.states.remove(&pod.0)),
-        ] {
-            match result {
-                Ok(()) => found = true,
-                Err(MapError::KeyNotFound) => {}
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(map_err(map, "remove")(e)),
+        match self.pods.get(&pod.0, 0) {
+            Ok(record) => {
+                // Sockets the pod leaves behind are no longer seen closing: a new generation
+                // makes their claims dead and the slot free for the next pod.
+                self.states
+                    .set(record.slot, KpState::new(next_gen(record.gen_)), 0)
+                    .map_err(map_err(MAP_STATES, "update"))?;
+                match self.pods.remove(&pod.0) {
+                    Ok(()) => {}
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(map_err(MAP_PODS, "remove")(e)),
+                }
+                self.drop_dead_overflow()?;
+                found = true;
             }
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(map_err(MAP_PODS, "lookup")(e)),
         }
         tracing::info!(pod = pod.0, found, "port ranges detached");
         Ok(found)
+    }
+
+    /// Deletes overflow claims of detached pods. (Their entries' overflow counts stay raised,
+    /// which only costs a lookup to sockets whose cookie maps there.)
+    fn drop_dead_overflow(&mut self) -> Result<()> {
+        let mut gens = std::collections::HashMap::new();
+        let mut dead = Vec::new();
+        for item in self.overflow.iter() {
+            let (cookie, claim) = item.map_err(map_err(MAP_OVERFLOW, "iterating"))?;
+            let (claim_gen, slot) = claim.pod();
+            let live_gen = match gens.get(&slot) {
+                Some(g) => *g,
+                None => {
+                    let g = self.states.get(&slot, 0).map(|st| st.gen_).unwrap_or(0);
+                    gens.insert(slot, g);
+                    g
+                }
+            };
+            if live_gen != claim_gen {
+                dead.push(cookie);
+            }
+        }
+        for cookie in dead {
+            match self.overflow.remove(&cookie) {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(map_err(MAP_OVERFLOW, "remove")(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Pods with pinned links under this loader's root.
@@ -290,7 +444,11 @@ impl PortPrograms {
                 }
             }
             hooks.sort();
-            let ports = self.cfgs.get(&id, 0).ok().map(|c| PodPorts::from_cfg(&c));
+            let ports = self
+                .pods
+                .get(&id, 0)
+                .ok()
+                .map(|p| PodPorts::from_cfg(&p.cfg));
             pods.push(AttachedPod {
                 pod: PodId(id),
                 hooks,
@@ -302,10 +460,16 @@ impl PortPrograms {
     }
 
     fn state(&self, pod: PodId) -> Result<KpState> {
-        self.states.get(&pod.0, 0).map_err(|e| match e {
-            MapError::KeyNotFound => Error::NotAttached(pod),
-            e => map_err(MAP_STATES, "lookup")(e),
-        })
+        let record = self.pods.get(&pod.0, 0).map_err(|e| {
+            if not_found(&e) {
+                Error::NotAttached(pod)
+            } else {
+                map_err(MAP_PODS, "lookup")(e)
+            }
+        })?;
+        self.states
+            .get(&record.slot, 0)
+            .map_err(map_err(MAP_STATES, "lookup"))
     }
 
     /// The pod's counters since it was attached.
@@ -317,6 +481,7 @@ impl PortPrograms {
             ephemeral: c[abi::C_EPHEMERAL],
             failures: c[abi::C_FAILED],
             exhausted: c[abi::C_EXHAUSTED],
+            unsteered_udp: c[abi::C_UNSTEERED],
         })
     }
 

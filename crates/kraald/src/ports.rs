@@ -13,7 +13,7 @@ use tonic::Status;
 
 use kraal_ebpf::{PodId, PortPrograms};
 
-use crate::config::{Config, PortsConfig};
+use crate::config::{Config, PortsConfig, UnsteeredUdp};
 use crate::runtime::Runtime;
 use crate::state::{PodPorts, SandboxRecord, SandboxState};
 
@@ -234,7 +234,7 @@ fn load_programs(config: &Config) -> Result<PortPrograms, String> {
 /// Attaches the port programs to the pod's cgroup2 directory with its lists, before any of
 /// its processes exist. Pods without port annotations get nothing attached.
 pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Status> {
-    let ports = kernel_lists(&record.ports);
+    let ports = kernel_lists(&runtime.config.ports, &record.ports);
     if ports.bind.is_empty() && ports.connect.is_empty() {
         return Ok(());
     }
@@ -262,11 +262,13 @@ pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Statu
 }
 
 /// The lists as the kernel programs take them.
-fn kernel_lists(ports: &PodPorts) -> kraal_ebpf::PodPorts {
+fn kernel_lists(config: &PortsConfig, ports: &PodPorts) -> kraal_ebpf::PodPorts {
     kraal_ebpf::PodPorts {
         bind: ports.bind.clone().unwrap_or_default(),
         connect: ports.connect.clone().unwrap_or_default(),
         allocator: kraal_ebpf::Allocator::Tracking,
+        count_unsteered: config.unsteered_udp != UnsteeredUdp::Ignore,
+        deny_unsteered: config.unsteered_udp == UnsteeredUdp::Deny,
     }
 }
 
@@ -280,7 +282,7 @@ pub fn apply_live(
     record: &mut SandboxRecord,
     mut ports: PodPorts,
 ) -> Result<(), String> {
-    let lists = kernel_lists(&ports);
+    let lists = kernel_lists(&runtime.config.ports, &ports);
     match record.ports.ebpf_pod {
         Some(pod) => runtime
             .port_programs
@@ -344,6 +346,7 @@ pub fn counters(runtime: &Runtime, record: &SandboxRecord) -> Option<serde_json:
         "ephemeralPorts": c.ephemeral,
         "failures": c.failures,
         "exhausted": c.exhausted,
+        "unsteeredUdp": c.unsteered_udp,
     }))
 }
 
@@ -367,7 +370,7 @@ pub fn admin_status(runtime: &Runtime, record: &SandboxRecord) -> Option<admin::
             ephemeral_ports: c.ephemeral,
             failures: c.failures,
             exhausted: c.exhausted,
-            unsteered_udp: 0,
+            unsteered_udp: c.unsteered_udp,
         }),
     })
 }

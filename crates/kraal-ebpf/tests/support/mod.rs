@@ -127,6 +127,14 @@ impl Helper {
         read_results(BufReader::new(out), Some("paused"))
     }
 
+    /// Lets a paused helper go on to its next `paused` op; returns the result lines before it.
+    pub fn resume(&mut self) -> Vec<String> {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("resume helper");
+        stdin.flush().expect("resume helper");
+        self.until_paused()
+    }
+
     /// Lets the helper exit (closing its sockets) and waits for it.
     pub fn finish(mut self) {
         if let Some(mut stdin) = self.stdin.take() {

@@ -13,6 +13,7 @@ fn helper() {
         return;
     };
     let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut current: Option<UdpSocket> = None;
     for op in ops.split(';') {
         let words: Vec<&str> = op.split_whitespace().collect();
         match words.as_slice() {
@@ -30,6 +31,22 @@ fn helper() {
             ["churn", addr, n] => churn(addr, n.parse().expect("count")),
             ["ftp", ip] => report(ftp(ip)),
             ["prejoin", procs, addr] => prejoin(procs, addr),
+            ["sendto", how, to] => report(sendto(how, to, &mut held)),
+            ["newsock"] => {
+                let fd = udp_unbound_family(true);
+                // SAFETY: fd is a new socket that nothing else owns.
+                let s = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                report(cookie(fd).map(|c| c.to_string()));
+                current = Some(s);
+            }
+            ["bindcur", a] => {
+                let s = current.take().expect("newsock first");
+                let r = bind_fd(std::os::fd::AsRawFd::as_raw_fd(&s), addr(a))
+                    .and_then(|()| s.local_addr())
+                    .map(|l| l.port().to_string());
+                held.push(Box::new(s));
+                report(r);
+            }
             ["paused"] => {
                 say("paused");
                 let _ = std::io::stdin().read(&mut [0u8; 1]);
@@ -164,6 +181,89 @@ fn bind_fd(fd: i32, a: SocketAddr) -> std::io::Result<()> {
             (&sin as *const libc::sockaddr_in).cast(),
             size_of::<libc::sockaddr_in>() as u32,
         )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A UDP datagram to `to` (with sendto) from a socket that is `unbound` (the kernel autobinds
+/// it at the send), `bound` (bind to port 0 first) or `connected` (connect() first, which binds
+/// it). Reports the local port it went out from.
+fn sendto(how: &str, to: &str, held: &mut Vec<Box<dyn std::any::Any>>) -> std::io::Result<String> {
+    let to = addr(to);
+    let fd = udp_unbound_family(to.is_ipv4());
+    // SAFETY: fd is a new socket that nothing else owns.
+    let s = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match how {
+        "unbound" => {}
+        "bound" => {
+            let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            bind_any_family(fd, addr(any))?;
+        }
+        "connected" => s.connect(to)?,
+        _ => panic!("bad sendto mode {how}"),
+    }
+    s.send_to(b"x", to)?;
+    let port = s.local_addr()?.port();
+    held.push(Box::new(s));
+    Ok(port.to_string())
+}
+
+/// The socket's cookie (SO_COOKIE), the key of its claim.
+fn cookie(fd: i32) -> std::io::Result<u64> {
+    let mut c = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: c and len are valid for the duration of the call and sized as SO_COOKIE needs.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut c as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(c)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn udp_unbound_family(v4: bool) -> i32 {
+    let family = if v4 { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// bind(2) of an existing socket to a v4 or v6 address.
+fn bind_any_family(fd: i32, a: SocketAddr) -> std::io::Result<()> {
+    let rc = match a {
+        SocketAddr::V4(_) => return bind_fd(fd, a),
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sin6 is a valid sockaddr_in6 of the given length.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    size_of::<libc::sockaddr_in6>() as u32,
+                )
+            }
+        }
     };
     if rc == 0 {
         Ok(())
