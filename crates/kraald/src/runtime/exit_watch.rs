@@ -44,9 +44,18 @@ pub fn watch(runtime: Arc<Runtime>, id: String) {
     });
 }
 
+/// Held while an exit is recorded. The watcher and StopContainer (and StartContainer, and
+/// recovery) may all notice the same exit at once; the record's read-check-save is not atomic,
+/// so without this two of them both saw "running" and both sent a STOPPED event. Exits are
+/// rare and recording one is quick, so one lock for all containers is enough.
+static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Reads the exit file the monitor left and records the exit. A monitor that died without
 /// one (killed) leaves the container's fate unknown: reported as exit 255, reason Unknown.
 pub fn record_exit(runtime: &Runtime, id: &str) {
+    let _recording = RECORDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(record) = runtime.state.container(id) else {
         return;
     };
