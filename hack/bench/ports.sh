@@ -6,16 +6,17 @@
 #     allocator next to the random-choice baseline (kernel-findings.md).
 # Runs as root on loopback only; its scratch cgroup and bpffs pins are removed at the end.
 #
-# Usage: hack/bench/ports.sh [iterations]     (default 20000 per measurement)
+# Usage: hack/bench/ports.sh [iterations [rounds]]   (the bench's defaults: 5000 and 15)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=hack/setup.sh
 source hack/setup.sh
-iterations=${1:-20000}
-[[ "$iterations" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [iterations]" >&2; exit 2; }
+for arg in "$@"; do
+  [[ "$arg" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [iterations [rounds]]" >&2; exit 2; }
+done
 if [ "$(id -u)" -ne 0 ]; then
   echo "bench: attaching eBPF programs needs root" >&2
   exit 1
 fi
 cargo build --release --locked -p kraal-ebpf --example ports_bench
-exec target/release/examples/ports_bench "$iterations"
+exec target/release/examples/ports_bench "$@"

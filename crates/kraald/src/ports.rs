@@ -234,31 +234,42 @@ fn load_programs(config: &Config) -> Result<PortPrograms, String> {
 /// Attaches the port programs to the pod's cgroup2 directory with its lists, before any of
 /// its processes exist. Pods without port annotations get nothing attached.
 pub fn attach(runtime: &Runtime, record: &mut SandboxRecord) -> Result<(), Status> {
-    let ports = kernel_lists(&runtime.config.ports, &record.ports);
-    if ports.bind.is_empty() && ports.connect.is_empty() {
-        return Ok(());
+    let lists = kernel_lists(&runtime.config.ports, &record.ports);
+    record.ports.ebpf_pod = attach_lists(runtime, "RunPodSandbox", &record.cgroup_parent, &lists)?;
+    Ok(())
+}
+
+/// Attaches the programs with `lists` to the cgroup2 directory of `cgroup_parent`; returns the
+/// pod's id in the programs, or None (nothing attached) when both lists are empty.
+fn attach_lists(
+    runtime: &Runtime,
+    call: &str,
+    cgroup_parent: &str,
+    lists: &kraal_ebpf::PodPorts,
+) -> Result<Option<u64>, Status> {
+    if lists.bind.is_empty() && lists.connect.is_empty() {
+        return Ok(None);
     }
-    let dir = crate::runtime::unified_dir(runtime, &record.cgroup_parent).ok_or_else(|| {
-        Status::failed_precondition(
-            "RunPodSandbox: port ranges need a cgroup2 hierarchy (v2 or hybrid); this host has only cgroup v1",
-        )
+    let dir = crate::runtime::unified_dir(runtime, cgroup_parent).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "{call}: port ranges need a cgroup2 hierarchy (v2 or hybrid); this host has only cgroup v1"
+        ))
     })?;
     let pod = runtime
         .port_programs
-        .with(&runtime.config, |programs| programs.attach(&dir, &ports))
+        .with(&runtime.config, |programs| programs.attach(&dir, lists))
         .map_err(|reason| {
             Status::failed_precondition(format!(
-                "RunPodSandbox: the pod has kraal.dev port ranges, but this node cannot enforce them: {reason}"
+                "{call}: the pod has kraal.dev port ranges, but this node cannot enforce them: {reason}"
             ))
         })?
         .map_err(|e| {
             Status::internal(format!(
-                "RunPodSandbox: attaching the port programs to {}: {e}",
+                "{call}: attaching the port programs to {}: {e}",
                 dir.display()
             ))
         })?;
-    record.ports.ebpf_pod = Some(pod.0);
-    Ok(())
+    Ok(Some(pod.0))
 }
 
 /// The lists as the kernel programs take them.
@@ -290,13 +301,11 @@ pub fn apply_live(
                 programs.update(PodId(pod), &lists)
             })?
             .map_err(|e| format!("updating the port ranges: {e}"))?,
-        None if lists.bind.is_empty() && lists.connect.is_empty() => {}
         None => {
-            let mut attached = record.clone();
-            attached.ports = ports.clone();
-            attach(runtime, &mut attached).map_err(|status| status.message().to_string())?;
             // Recorded at once: if a later step fails, undoing it must find these links.
-            record.ports.ebpf_pod = attached.ports.ebpf_pod;
+            record.ports.ebpf_pod =
+                attach_lists(runtime, "UpdatePodPolicy", &record.cgroup_parent, &lists)
+                    .map_err(|status| status.message().to_string())?;
         }
     }
     ports.ebpf_pod = record.ports.ebpf_pod;
