@@ -23,6 +23,9 @@ want /usr/include/seccomp.h libseccomp-dev # libcontainer with the libseccomp fe
 want clang-19 clang-19                # kraal-ebpf compiles its C eBPF programs for -target bpf
 want bpftool bpftool                  # kraal-ebpf's build.rs dumps vmlinux.h from kernel BTF
 want /usr/include/bpf/bpf_helpers.h libbpf-dev # bpf_helpers.h/bpf_endian.h for those programs
+want tc iproute2                      # kraal-net drives HTB, IFB and cls_bpf filters through tc
+want iperf3 iperf3                    # bandwidth tests and benchmarks (kraal-net, hack/bench)
+want /usr/lib/cni/bandwidth containernetworking-plugins # the CNI bandwidth plugin, bench baseline
 
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "setup: installing ${need_packages[*]}"

@@ -11,7 +11,7 @@ use std::process::{Command, exit};
 const CLANG: &str = "clang-19";
 const BPFTOOL: &str = "bpftool";
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
-const PROGRAMS: &[&str] = &["ports"];
+const PROGRAMS: &[&str] = &["ports", "bandwidth"];
 
 fn main() {
     println!("cargo:rerun-if-changed=bpf");

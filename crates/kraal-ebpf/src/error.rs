@@ -55,6 +55,10 @@ pub enum Error {
     NotAttached(PodId),
     #[error("pod {pod}: all {max} pod slots of the port programs are in use")]
     NoPodSlot { pod: PodId, max: u32 },
+    #[error("parsing and loading the bandwidth programs: {0}")]
+    LoadBandwidth(#[source] Box<aya::EbpfError>),
+    #[error("pod {0} has no bandwidth programs attached")]
+    NoBandwidth(PodId),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

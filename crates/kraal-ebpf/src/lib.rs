@@ -1,4 +1,6 @@
-//! Per-pod local port ranges enforced by eBPF cgroup programs (kraal issue 5).
+//! Per-pod local port ranges enforced by eBPF cgroup programs (kraal issue 5), and the
+//! classification and counters of per-pod bandwidth ([`BandwidthPrograms`], kraal issue 6;
+//! the HTB shaping itself is in kraal-net).
 //!
 //! One loaded program per hook (`cgroup/bind4|6`, `connect4|6`, `post_bind4|6`,
 //! `sock_release`, `sockops`, `sendmsg4|6`) serves every pod; each pod's cgroup2 directory gets
@@ -17,6 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod abi;
+mod bandwidth;
 mod error;
 mod fs;
 mod hooks;
@@ -24,6 +27,10 @@ mod ports;
 mod programs;
 mod sys;
 
+pub use bandwidth::{
+    AttachedBandwidthPod, BandwidthCounters, BandwidthHook, BandwidthPrograms, DirectionCounters,
+    PodBandwidth, PodInterface, Police,
+};
 pub use error::{Error, Result};
 pub use fs::ensure_bpffs;
 pub use hooks::Hook;
