@@ -91,8 +91,16 @@ impl Kraald {
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let config = dir.path().join("config.toml");
+        // Bandwidth shaping puts qdiscs on the default route's device when a pod first needs
+        // it (an offline pod is enough): tests that do not ask for it must leave this
+        // machine's uplink alone. Tests of shaping bring their own [bandwidth] with lab devices.
+        let bandwidth = if extra_config.contains("[bandwidth]") {
+            ""
+        } else {
+            "[bandwidth]\nenabled = false\n"
+        };
         let text = format!(
-            "socket = {socket:?}\nroot = {root:?}\nstate = {state:?}\n{extra_config}\n[log]\nlevel = \"debug\"\n"
+            "socket = {socket:?}\nroot = {root:?}\nstate = {state:?}\n{extra_config}\n{bandwidth}[log]\nlevel = \"debug\"\n"
         );
         std::fs::write(&config, text).expect("write config");
         let mut kraald = Kraald {

@@ -40,6 +40,12 @@ pub enum Error {
         kind: String,
         handle: String,
     },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid rates: {0}")]
     InvalidRates(String),
     #[error("class minor {0:#x} is outside the range for pods ({first:#x}-{last:#x})", first = crate::shaping::FIRST_POD_MINOR, last = crate::shaping::LAST_POD_MINOR)]

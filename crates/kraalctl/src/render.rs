@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use kraal_api::kraal::v1::{
-    AppliedSetting, FreezePodResponse, PodPolicyStatus, PodPorts, PodSummary, PortCounters,
-    PortSpan, ThawPodResponse,
+    AppliedSetting, BandwidthClass, FreezePodResponse, PodPolicyStatus, PodPorts, PodSummary,
+    PortCounters, PortSpan, ThawPodResponse,
 };
 use serde::Serialize;
 
@@ -87,6 +87,9 @@ pub fn policy_human(status: &PodPolicyStatus) -> String {
     if let Some(ports) = &status.ports {
         out.push_str(&ports_human(ports));
     }
+    if !status.bandwidth.is_empty() {
+        out.push_str(&bandwidth_human(&status.bandwidth));
+    }
 
     if !status.warnings.is_empty() {
         out.push_str("warnings:\n");
@@ -127,6 +130,57 @@ fn ports_human(ports: &PodPorts) -> String {
         );
     }
     out
+}
+
+/// The pod's bandwidth classes and what went through them.
+fn bandwidth_human(classes: &[BandwidthClass]) -> String {
+    let mut out = String::from("bandwidth:\n");
+    for c in classes {
+        let who = if c.prio >= 7 { "offline" } else { "online" };
+        let _ = writeln!(
+            out,
+            "  {}: class {}, guaranteed {}, limit {}, burst {} B, priority {} ({who})",
+            clean(&c.direction),
+            clean(&c.class_id),
+            rate_text(c.rate_bps),
+            rate_text(c.ceil_bps),
+            c.burst_bytes,
+            c.prio
+        );
+        let _ = writeln!(
+            out,
+            "    seen {} B in {} packets; through the class {} B in {} packets; held back {} times, dropped {}, queued now {} B",
+            c.bytes,
+            c.packets,
+            c.shaped_bytes,
+            c.shaped_packets,
+            c.held_back,
+            c.dropped,
+            c.backlog_bytes
+        );
+    }
+    out
+}
+
+/// `50 Mbit/s`, `1.5 Gbit/s`, `8 kbit/s`: the largest unit that keeps the number above 1.
+fn rate_text(bps: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000_000, "Tbit/s"),
+        (1_000_000_000, "Gbit/s"),
+        (1_000_000, "Mbit/s"),
+        (1_000, "kbit/s"),
+    ];
+    for (size, unit) in UNITS {
+        if bps >= size {
+            let value = bps as f64 / size as f64;
+            return if bps.is_multiple_of(size) {
+                format!("{} {unit}", bps / size)
+            } else {
+                format!("{value:.2} {unit}")
+            };
+        }
+    }
+    format!("{bps} bit/s")
 }
 
 /// `20000-20099`, or `8080` for a single port.
@@ -277,6 +331,44 @@ struct PolicyView<'a> {
     frozen: bool,
     warnings: &'a [String],
     ports: Option<PortsView>,
+    bandwidth: Vec<BandwidthView<'a>>,
+}
+
+#[derive(Serialize)]
+struct BandwidthView<'a> {
+    direction: &'a str,
+    class_id: &'a str,
+    rate_bps: u64,
+    ceil_bps: u64,
+    burst_bytes: u64,
+    prio: u32,
+    bytes: u64,
+    packets: u64,
+    shaped_bytes: u64,
+    shaped_packets: u64,
+    held_back: u64,
+    dropped: u64,
+    backlog_bytes: u64,
+}
+
+impl<'a> BandwidthView<'a> {
+    fn new(c: &'a BandwidthClass) -> Self {
+        BandwidthView {
+            direction: &c.direction,
+            class_id: &c.class_id,
+            rate_bps: c.rate_bps,
+            ceil_bps: c.ceil_bps,
+            burst_bytes: c.burst_bytes,
+            prio: c.prio,
+            bytes: c.bytes,
+            packets: c.packets,
+            shaped_bytes: c.shaped_bytes,
+            shaped_packets: c.shaped_packets,
+            held_back: c.held_back,
+            dropped: c.dropped,
+            backlog_bytes: c.backlog_bytes,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -363,6 +455,7 @@ pub fn policy_json(status: &PodPolicyStatus) -> serde_json::Result<String> {
         frozen: status.frozen,
         warnings: &status.warnings,
         ports: status.ports.as_ref().map(PortsView::new),
+        bandwidth: status.bandwidth.iter().map(BandwidthView::new).collect(),
     })
 }
 
@@ -454,6 +547,21 @@ mod tests {
                     unsteered_udp: 5,
                 }),
             }),
+            bandwidth: vec![BandwidthClass {
+                direction: "egress".into(),
+                class_id: "6b72:10".into(),
+                rate_bps: 8_000,
+                ceil_bps: 100_000_000,
+                burst_bytes: 125_000,
+                prio: 1,
+                bytes: 3000,
+                packets: 3,
+                shaped_bytes: 3042,
+                shaped_packets: 3,
+                held_back: 1,
+                dropped: 0,
+                backlog_bytes: 0,
+            }],
         }
     }
 
@@ -475,6 +583,9 @@ ports:
   connect: unrestricted
   enforced by eBPF: yes
   counters: binds allowed 3, denied 1, ephemeral ports 200, failures 0, exhausted 2, unsteered UDP sends 5
+bandwidth:
+  egress: class 6b72:10, guaranteed 8 kbit/s, limit 100 Mbit/s, burst 125000 B, priority 1 (online)
+    seen 3000 B in 3 packets; through the class 3042 B in 3 packets; held back 1 times, dropped 0, queued now 0 B
 warnings:
   oom_score_adj -998 refused by the host
 "
@@ -609,6 +720,21 @@ warnings:
                         "unsteered_udp": 5,
                     },
                 },
+                "bandwidth": [{
+                    "direction": "egress",
+                    "class_id": "6b72:10",
+                    "rate_bps": 8000,
+                    "ceil_bps": 100_000_000,
+                    "burst_bytes": 125_000,
+                    "prio": 1,
+                    "bytes": 3000,
+                    "packets": 3,
+                    "shaped_bytes": 3042,
+                    "shaped_packets": 3,
+                    "held_back": 1,
+                    "dropped": 0,
+                    "backlog_bytes": 0,
+                }],
             })
         );
     }
@@ -628,6 +754,7 @@ warnings:
                 "frozen": false,
                 "warnings": [],
                 "ports": null,
+                "bandwidth": [],
             })
         );
         status.policy_json = "not json".into();

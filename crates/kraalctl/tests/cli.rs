@@ -85,6 +85,7 @@ fn policy(pod: PodSummary, annotations: HashMap<String, String>) -> PodPolicySta
         frozen: false,
         warnings: vec!["memory.high is not available on this host".into()],
         ports: None,
+        bandwidth: Vec::new(),
     }
 }
 
@@ -275,6 +276,7 @@ async fn policy_json() {
             "frozen": false,
             "warnings": ["memory.high is not available on this host"],
             "ports": null,
+            "bandwidth": [],
         })
     );
 }

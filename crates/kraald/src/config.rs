@@ -31,6 +31,58 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub policy: PolicyOptions,
     pub ports: PortsConfig,
+    pub bandwidth: BandwidthConfig,
+}
+
+/// Node-wide settings for pods' bandwidth (`kubernetes.io/<dir>-bandwidth`,
+/// `kraal.dev/<dir>-bandwidth`): where kraal shapes, and how much the node has.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BandwidthConfig {
+    /// false: pods that ask for bandwidth limits are refused (FailedPrecondition) rather than
+    /// run unshaped.
+    pub enabled: bool,
+    /// The devices pods' traffic leaves and enters the node by; empty: the device of the
+    /// default route, found when the first pod needs shaping.
+    pub devices: Vec<String>,
+    /// What the devices carry per direction, bits/s (`10G`); empty: the link speed the
+    /// device reports, or 10G when it reports none.
+    pub egress_capacity: String,
+    pub ingress_capacity: String,
+    /// The machine threshold, a fraction of capacity: above it no pod gets more than its
+    /// guarantee.
+    pub threshold: f64,
+    /// Also shape traffic between hostNetwork pods over the loopback device (same-node
+    /// traffic): every loopback packet of the node then goes through an HTB qdisc.
+    pub loopback: bool,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        BandwidthConfig {
+            enabled: true,
+            devices: Vec::new(),
+            egress_capacity: String::new(),
+            ingress_capacity: String::new(),
+            threshold: 0.9,
+            loopback: true,
+        }
+    }
+}
+
+impl BandwidthConfig {
+    /// A capacity as bits/s; None when empty (the link speed applies).
+    pub fn capacity_bps(text: &str) -> Result<Option<u64>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        kraal_policy::Rates::parse_cap(text)
+            .map(|rates| Some(rates.max_bps))
+            .map_err(|e| {
+                format!("{e}; expected a bit rate like \"10G\" or \"\" for the link speed")
+            })
+    }
 }
 
 /// Node-wide rules for pods' local port ranges (`kraal.dev/bind-ports`, `connect-ports`).
@@ -86,6 +138,16 @@ impl PortsConfig {
     }
 }
 
+/// What the kernel accepts as an interface name (IFNAMSIZ, no separators).
+fn valid_device_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && !name.contains(['/', ':'])
+        && !name.chars().any(char::is_whitespace)
+        && name != "."
+        && name != ".."
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
@@ -135,6 +197,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             policy: PolicyOptions::default(),
             ports: PortsConfig::default(),
+            bandwidth: BandwidthConfig::default(),
         }
     }
 }
@@ -243,6 +306,11 @@ impl Config {
         PathBuf::from("/sys/fs/bpf/kraal").join(name)
     }
 
+    /// Where the bandwidth programs are pinned: beside the port programs.
+    pub fn bandwidth_pin_root(&self) -> PathBuf {
+        self.bpf_pin_root().join("bandwidth")
+    }
+
     /// Where the admin API listens: `admin_socket`, or `admin.sock` beside the CRI socket.
     pub fn admin_socket_path(&self) -> PathBuf {
         if self.admin_socket.as_os_str().is_empty() {
@@ -300,6 +368,36 @@ impl Config {
                 &format!(
                     "{err}; expected a port list like \"20000-20999\", \"auto:<count>\" or \"\""
                 ),
+            ));
+        }
+        for (key, text) in [
+            ("bandwidth.egress_capacity", &self.bandwidth.egress_capacity),
+            (
+                "bandwidth.ingress_capacity",
+                &self.bandwidth.ingress_capacity,
+            ),
+        ] {
+            if let Err(reason) = BandwidthConfig::capacity_bps(text) {
+                return Err(invalid(key, text.clone(), &reason));
+            }
+        }
+        if !(self.bandwidth.threshold > 0.0 && self.bandwidth.threshold <= 1.0) {
+            return Err(invalid(
+                "bandwidth.threshold",
+                self.bandwidth.threshold.to_string(),
+                "expected a fraction of the capacity in (0, 1], e.g. 0.9",
+            ));
+        }
+        if let Some(bad) = self
+            .bandwidth
+            .devices
+            .iter()
+            .find(|d| !valid_device_name(d))
+        {
+            return Err(invalid(
+                "bandwidth.devices",
+                bad.clone(),
+                "expected network device names (1 to 15 characters, no '/', ':' or spaces)",
             ));
         }
         if self.root == self.state {

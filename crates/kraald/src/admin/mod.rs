@@ -110,5 +110,6 @@ pub fn policy_status(runtime: &Runtime, record: &SandboxRecord) -> admin::PodPol
         frozen: record.frozen,
         warnings,
         ports: crate::ports::admin_status(runtime, record),
+        bandwidth: crate::bandwidth::admin_status(runtime, record),
     }
 }

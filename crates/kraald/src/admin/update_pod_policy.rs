@@ -159,6 +159,8 @@ fn apply(runtime: &Runtime, record: SandboxRecord, change: Change) -> Result<(),
         // Links attached by the failed attempt are the pod's now: the old (maybe empty)
         // lists go on them rather than leaving the new ones enforced.
         restored.ports.ebpf_pod = record.ports.ebpf_pod;
+        // Likewise the classes it holds now: the old rates go back on them.
+        restored.bandwidth = record.bandwidth.clone();
         let old_ports = restored.ports.clone();
         if let Ok(old_policy) = crate::policy::pod_policy(runtime, &restored)
             && let Err(again) = apply_all(runtime, &mut restored, &old_policy, old_ports)
@@ -178,6 +180,8 @@ fn apply_all(
 ) -> Result<(), String> {
     crate::ports::apply_live(runtime, record, ports)
         .map_err(|e| format!("the pod's ports: {e}"))?;
+    crate::bandwidth::apply_live(runtime, record, policy)
+        .map_err(|e| format!("the pod's bandwidth: {e}"))?;
     crate::policy::apply_pod(runtime, record, policy)
         .map_err(|e| format!("the pod cgroup: {e}"))?;
     let mut warnings = crate::policy::reapply_containers(runtime, record, policy)?;

@@ -91,6 +91,7 @@ fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value 
         "frozen": record.frozen,
         "ports": record.ports,
         "portCounters": crate::ports::counters(runtime, record),
+        "bandwidth": crate::bandwidth::status_json(runtime, record),
         "id": record.id,
         "hostname": record.hostname,
         "hostNetwork": record.host_network,

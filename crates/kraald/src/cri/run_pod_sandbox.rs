@@ -147,6 +147,7 @@ pub async fn run_pod_sandbox(
         policy_warnings: Vec::new(),
         frozen: false,
         ports: Default::default(),
+        bandwidth: Default::default(),
     };
     check_sysctls(&record)?;
     let mut record = record;
@@ -208,6 +209,7 @@ fn build(
         .create(&record.cgroup_parent)
         .map_err(|e| Status::internal(format!("creating the pod cgroup: {e}")))?;
     crate::ports::attach(runtime, record)?;
+    crate::bandwidth::attach(runtime, record, policy)?;
     crate::policy::apply_pod(runtime, record, policy)
         .map_err(|e| Status::internal(format!("RunPodSandbox: applying the pod's policy: {e}")))?;
     for warning in &record.policy_warnings {

@@ -31,6 +31,7 @@ pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(),
         sandbox::unmount(shm).map_err(|e| e.to_string())?;
     }
     crate::ports::detach(runtime, record)?;
+    crate::bandwidth::detach(runtime, record)?;
     // The infra process may take a moment to be reaped out of the cgroup.
     let mut last = Ok(());
     for _ in 0..50 {

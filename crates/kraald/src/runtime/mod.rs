@@ -55,6 +55,8 @@ pub struct Runtime {
     pub port_blocks: crate::ports::PortBlocks,
     /// The port-range programs, loaded when a pod first needs them.
     pub port_programs: crate::ports::LazyPrograms,
+    /// The bandwidth hierarchies and programs, set up when a pod first needs them.
+    pub shaper: crate::bandwidth::LazyShaper,
 }
 
 impl Runtime {
@@ -79,6 +81,7 @@ impl Runtime {
             locks: KeyedLocks::default(),
             port_blocks: Default::default(),
             port_programs: Default::default(),
+            shaper: Default::default(),
         })
     }
 

@@ -63,6 +63,9 @@ pub struct SandboxRecord {
     /// The pod's local port ranges, `auto:` blocks resolved.
     #[serde(default)]
     pub ports: PodPorts,
+    /// The pod's bandwidth classes and programs.
+    #[serde(default)]
+    pub bandwidth: PodBandwidth,
 }
 
 /// A pod's port ranges as kraal enforces them: lists as written, `auto:<count>` blocks as
@@ -76,6 +79,26 @@ pub struct PodPorts {
     /// The pod's id in the port programs (its cgroup2 inode) while they are attached.
     #[serde(default)]
     pub ebpf_pod: Option<u64>,
+}
+
+/// A pod's bandwidth as kraal enforces it: one HTB class per limited direction (the same minor
+/// on every device of that direction) and the eBPF programs that put its packets there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodBandwidth {
+    pub egress: Option<PodClass>,
+    pub ingress: Option<PodClass>,
+    /// The pod's id in the bandwidth programs (its cgroup2 inode) while they are attached.
+    pub ebpf_pod: Option<u64>,
+}
+
+/// One of a pod's HTB classes: its minor and the rates it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodClass {
+    pub minor: u16,
+    pub rate_bps: u64,
+    pub ceil_bps: u64,
+    pub burst_bytes: u64,
+    pub prio: u8,
 }
 
 /// One file kraal wrote to enforce a pod's policy.
