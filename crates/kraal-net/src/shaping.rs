@@ -306,6 +306,8 @@ pub fn free_minor(used: &BTreeSet<u16>) -> Option<u16> {
 const TC_H_ROOT: u32 = 0xffff_ffff;
 /// Parent of filters on a device's ingress hook (clsact or ingress qdisc).
 const TC_H_INGRESS_FILTERS: u32 = 0xffff_fff2;
+/// Parent of filters on a device's egress hook (clsact only).
+const TC_H_EGRESS_FILTERS: u32 = 0xffff_fff3;
 /// Priority of kraal's filters: late, so that other software's filters (CNI, Cilium) run
 /// first; a redirect to the IFB skips every filter after it.
 const FILTER_PRIO: u16 = 0xfd00;
@@ -570,7 +572,8 @@ impl IngressRedirect {
     }
 
     /// Stops the redirect and deletes the IFB (and with it the ingress hierarchy). The
-    /// device's clsact qdisc stays: other software may have filters there.
+    /// device's clsact qdisc goes too when no filter is left on it; one that other software
+    /// still uses stays.
     pub fn teardown(self) -> Result<()> {
         let netns = &self.device.netns;
         tc::run_absent_ok(
@@ -582,6 +585,23 @@ impl IngressRedirect {
             )),
         )?;
         tc::run_absent_ok(netns, "ip", &words(&format!("link del {}", self.ifb.name)))?;
+        if let Ok(ifindex) = self.device.ifindex()
+            && netlink::dump(netns, Object::Qdisc, ifindex)?
+                .iter()
+                .any(|q| q.kind == "clsact")
+        {
+            let mut others = 0;
+            for parent in [TC_H_INGRESS_FILTERS, TC_H_EGRESS_FILTERS] {
+                others += netlink::dump(netns, Object::Filter(parent), ifindex)?.len();
+            }
+            if others == 0 {
+                tc::run_absent_ok(
+                    netns,
+                    "tc",
+                    &words(&format!("qdisc del dev {} clsact", self.device.name)),
+                )?;
+            }
+        }
         tracing::info!(device = %self.device, ifb = %self.ifb.name, "ingress redirect removed");
         Ok(())
     }
