@@ -57,6 +57,34 @@ pub fn shell_container(name: &str, image: &str, script: &str) -> cri::ContainerC
     }
 }
 
+/// Read-only mounts that let a busybox container run dynamically linked host binaries: each
+/// `(host path, container path)` of `binaries`, plus the host's library directory and its
+/// dynamic loader where the binaries look for them. The image has no glibc of its own, so
+/// nothing of the image is shadowed.
+pub fn host_binary_mounts(binaries: &[(&str, &str)]) -> Vec<cri::Mount> {
+    let arch = std::env::consts::ARCH;
+    let mut mounts: Vec<(String, String)> = binaries
+        .iter()
+        .map(|(host, container)| (host.to_string(), container.to_string()))
+        .collect();
+    mounts.push((
+        format!("/usr/lib/{arch}-linux-gnu"),
+        format!("/lib/{arch}-linux-gnu"),
+    ));
+    if Path::new("/usr/lib64").exists() {
+        mounts.push(("/usr/lib64".into(), "/lib64".into()));
+    }
+    mounts
+        .into_iter()
+        .map(|(host_path, container_path)| cri::Mount {
+            container_path,
+            host_path,
+            readonly: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
 impl Kraald {
     pub async fn run_pod(&self, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
         self.runtime()

@@ -353,10 +353,13 @@ impl Hierarchy {
                 tracing::info!(device = %h.device, major = %format!("{major:x}"), "HTB hierarchy created");
             }
         }
+        // The burst is sized by the threshold, not the capacity: it is what the node may send
+        // above its threshold after an idle spell (measured: 10 ms at a 1G capacity let two
+        // pods start 10% over a 100M threshold in their first second).
         let node_class = ClassRates {
             rate_bps: node.threshold_bps,
             ceil_bps: node.capacity_bps,
-            burst_bytes: default_burst(node.capacity_bps),
+            burst_bytes: default_burst(node.threshold_bps),
             prio: PRIO_DEFAULT,
         };
         h.tc(&format!(

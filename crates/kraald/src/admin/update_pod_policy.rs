@@ -44,6 +44,7 @@ pub async fn update_pod_policy(
     let policy = PodPolicy::from_annotations(&annotations, &runtime.config.policy)
         .map_err(|e| Status::invalid_argument(format!("{CALL}: {e}")))?;
     check_containers(runtime, &record, &policy)?;
+    crate::bandwidth::refuse_if_disabled(runtime, CALL, &policy)?;
     let old_policy = crate::policy::pod_policy(runtime, &record).map_err(|e| {
         Status::failed_precondition(format!(
             "{CALL}: the pod's current policy no longer parses: {e}"

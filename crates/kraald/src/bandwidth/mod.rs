@@ -96,6 +96,12 @@ fn to_status(call: &str, e: ShapeError) -> Status {
     }
 }
 
+/// Refuses bandwidth limits on a node with shaping off: for validation before anything of a
+/// live change is applied.
+pub fn refuse_if_disabled(runtime: &Runtime, call: &str, policy: &PodPolicy) -> Result<(), Status> {
+    check_enabled(runtime, call, policy).map(|_| ())
+}
+
 /// Refuses limits on a node with shaping off; true if the pod is to be shaped.
 fn check_enabled(runtime: &Runtime, call: &str, policy: &PodPolicy) -> Result<bool, Status> {
     if !wants_shaping(policy) {
