@@ -9,6 +9,12 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "run: kraald manages containers and cgroups and must run as root" >&2
   exit 1
 fi
+# The development pod network, unless the node already has one (never overwritten).
+conf_dir=/etc/cni/net.d
+if ! ls "$conf_dir"/*.conflist "$conf_dir"/*.conf "$conf_dir"/*.json >/dev/null 2>&1; then
+  echo "run: installing hack/cni/10-kraal.conflist into $conf_dir (bridge kraal0, 10.231.0.0/16)" >&2
+  install -D -m 0644 hack/cni/10-kraal.conflist "$conf_dir/10-kraal.conflist"
+fi
 cargo build --release -p kraald -p kraalctl
 echo "run: kraalctl is target/release/kraalctl (admin socket /run/kraal/admin.sock by default)" >&2
 exec target/release/kraald "$@"

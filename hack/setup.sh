@@ -25,13 +25,19 @@ want bpftool bpftool                  # kraal-ebpf's build.rs dumps vmlinux.h fr
 want /usr/include/bpf/bpf_helpers.h libbpf-dev # bpf_helpers.h/bpf_endian.h for those programs
 want tc iproute2                      # kraal-net drives HTB, IFB and cls_bpf filters through tc
 want iperf3 iperf3                    # bandwidth tests and benchmarks (kraal-net, hack/bench)
-want /usr/lib/cni/bandwidth containernetworking-plugins # the CNI bandwidth plugin, bench baseline
+# Pod networking (bridge, host-local, loopback, portmap; hack/cni/10-kraal.conflist) and the CNI
+# bandwidth plugin, the bench baseline.
+for plugin in bridge host-local loopback portmap bandwidth; do
+  want /usr/lib/cni/$plugin containernetworking-plugins
+done
+want iptables iptables                # portmap's hostPort rules
 
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "setup: installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_packages[@]}" >/dev/null
+  # shellcheck disable=SC2046
+  apt-get install -y -qq $(printf '%s\n' "${need_packages[@]}" | sort -u) >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

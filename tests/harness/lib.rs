@@ -99,8 +99,15 @@ impl Kraald {
         } else {
             "[bandwidth]\nenabled = false\n"
         };
+        // CNI: the node's /etc/cni/net.d is not the tests' business. Tests of pod networking
+        // bring their own [cni] with a conf dir of their own; the others get loopback-only pods.
+        let cni = if extra_config.contains("[cni]") {
+            ""
+        } else {
+            "[cni]\nenabled = false\n"
+        };
         let text = format!(
-            "socket = {socket:?}\nroot = {root:?}\nstate = {state:?}\n{extra_config}\n{bandwidth}[log]\nlevel = \"debug\"\n"
+            "socket = {socket:?}\nroot = {root:?}\nstate = {state:?}\n{extra_config}\n{bandwidth}{cni}[log]\nlevel = \"debug\"\n"
         );
         std::fs::write(&config, text).expect("write config");
         let mut kraald = Kraald {

@@ -32,6 +32,42 @@ pub struct Config {
     pub policy: PolicyOptions,
     pub ports: PortsConfig,
     pub bandwidth: BandwidthConfig,
+    pub cni: CniConfig,
+}
+
+/// Pod networking through CNI: where the network config and the plugins are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// false: pods with their own network namespace get loopback only, and Status says the
+    /// network is not ready.
+    pub enabled: bool,
+    /// The lexically first valid `.conflist`/`.conf`/`.json` file here is the pods' network.
+    pub conf_dir: PathBuf,
+    /// Searched in order for plugin binaries.
+    pub bin_dirs: Vec<PathBuf>,
+    /// The longest one plugin call may take (a Go duration, `30s`); the plugin is then killed
+    /// and the pod's start fails.
+    pub plugin_timeout: String,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            enabled: true,
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            plugin_timeout: "30s".to_string(),
+        }
+    }
+}
+
+impl CniConfig {
+    /// The plugin timeout; `validate` has checked it parses to more than zero.
+    pub fn timeout(&self) -> std::time::Duration {
+        kraal_policy::parse_duration(&self.plugin_timeout)
+            .unwrap_or(std::time::Duration::from_secs(30))
+    }
 }
 
 /// Node-wide settings for pods' bandwidth (`kubernetes.io/<dir>-bandwidth`,
@@ -198,6 +234,7 @@ impl Default for Config {
             policy: PolicyOptions::default(),
             ports: PortsConfig::default(),
             bandwidth: BandwidthConfig::default(),
+            cni: CniConfig::default(),
         }
     }
 }
@@ -400,6 +437,42 @@ impl Config {
                 "expected network device names (1 to 15 characters, no '/', ':' or spaces)",
             ));
         }
+        match kraal_policy::parse_duration(&self.cni.plugin_timeout) {
+            Ok(d) if !d.is_zero() => {}
+            Ok(_) => {
+                return Err(invalid(
+                    "cni.plugin_timeout",
+                    self.cni.plugin_timeout.clone(),
+                    "must be more than zero",
+                ));
+            }
+            Err(err) => {
+                return Err(invalid(
+                    "cni.plugin_timeout",
+                    self.cni.plugin_timeout.clone(),
+                    &format!("{err}; expected a duration like \"30s\""),
+                ));
+            }
+        }
+        for (key, paths) in [
+            ("cni.conf_dir", std::slice::from_ref(&self.cni.conf_dir)),
+            ("cni.bin_dirs", self.cni.bin_dirs.as_slice()),
+        ] {
+            if let Some(bad) = paths.iter().find(|p| !p.is_absolute()) {
+                return Err(invalid(
+                    key,
+                    bad.display().to_string(),
+                    "expected an absolute path",
+                ));
+            }
+        }
+        if self.cni.bin_dirs.is_empty() {
+            return Err(invalid(
+                "cni.bin_dirs",
+                String::new(),
+                "expected at least one directory, e.g. [\"/opt/cni/bin\", \"/usr/lib/cni\"]",
+            ));
+        }
         if self.root == self.state {
             return Err(invalid(
                 "state",
@@ -478,6 +551,18 @@ mod tests {
             Some(kraal_policy::PortSpec::Auto { count: 500 })
         );
         assert_eq!(Config::default().ports.host_network_default(), None);
+    }
+
+    #[test]
+    fn cni_settings_are_checked() {
+        let err = parse("[cni]\nplugin_timeout = \"soon\"\n").expect_err("bad timeout");
+        assert!(err.to_string().contains("cni.plugin_timeout"), "{err}");
+        let err = parse("[cni]\nplugin_timeout = \"0s\"\n").expect_err("zero");
+        assert!(err.to_string().contains("more than zero"), "{err}");
+        let err = parse("[cni]\nbin_dirs = [\"bin\"]\n").expect_err("relative");
+        assert!(err.to_string().contains("cni.bin_dirs"), "{err}");
+        let config = parse("[cni]\nplugin_timeout = \"1m30s\"\n").expect("parses");
+        assert_eq!(config.cni.timeout(), std::time::Duration::from_secs(90));
     }
 
     #[test]

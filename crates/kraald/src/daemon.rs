@@ -51,6 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor_bin,
     );
     runtime.recover();
+    crate::network::check_all(&runtime);
 
     let (listener, socket_file) = socket::bind(
         &config.socket,

@@ -10,6 +10,7 @@ mod cri;
 mod daemon;
 mod lock;
 mod logging;
+mod network;
 mod pod_infra;
 mod policy;
 mod ports;

@@ -34,6 +34,7 @@ mod stop_container;
 mod stop_pod_sandbox;
 mod stream_images;
 mod update_container_resources;
+mod update_runtime_config;
 mod version;
 
 pub use container_status::container_status_message;

@@ -58,8 +58,7 @@ pub fn sandbox_status_message(_runtime: &Runtime, record: &SandboxRecord) -> cri
         metadata: Some(metadata(record)),
         state: state_value(record.state) as i32,
         created_at: record.created_at_unix_nanos,
-        // No CNI yet: a pod with its own netns has only loopback, so no IP to report.
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(network_status(record)),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {
@@ -74,6 +73,25 @@ pub fn sandbox_status_message(_runtime: &Runtime, record: &SandboxRecord) -> cri
         labels: record.labels.clone().into_iter().collect(),
         annotations: record.annotations.clone().into_iter().collect(),
         runtime_handler: record.runtime_handler.clone(),
+    }
+}
+
+/// The pod's IPs from its CNI result: the first (IPv4 when it has one) is the pod IP, the
+/// rest (the IPv6 one on a dual-stack node) additional. hostNetwork pods and pods without a
+/// network report none; kubelet fills in the node's address for the former.
+fn network_status(record: &SandboxRecord) -> cri::PodSandboxNetworkStatus {
+    let ips = record
+        .network
+        .as_ref()
+        .map(|n| n.ips.as_slice())
+        .unwrap_or_default();
+    cri::PodSandboxNetworkStatus {
+        ip: ips.first().cloned().unwrap_or_default(),
+        additional_ips: ips
+            .iter()
+            .skip(1)
+            .map(|ip| cri::PodIp { ip: ip.clone() })
+            .collect(),
     }
 }
 
@@ -92,6 +110,7 @@ fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value 
         "ports": record.ports,
         "portCounters": crate::ports::counters(runtime, record),
         "bandwidth": crate::bandwidth::status_json(runtime, record),
+        "network": crate::network::status_json(record),
         "id": record.id,
         "hostname": record.hostname,
         "hostNetwork": record.host_network,

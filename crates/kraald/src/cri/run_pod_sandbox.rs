@@ -1,6 +1,6 @@
 //! `RunPodSandbox`: validate, reserve the name, then build the pod's node-side parts —
-//! cgroup, pinned namespaces, /dev/shm, hosts/resolv.conf/hostname, the infra process when
-//! the pod shares one PID namespace — undoing all of it if any step fails.
+//! cgroup, pinned namespaces, the CNI network, /dev/shm, hosts/resolv.conf/hostname, the infra
+//! process when the pod shares one PID namespace — undoing all of it if any step fails.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -148,6 +148,7 @@ pub async fn run_pod_sandbox(
         frozen: false,
         ports: Default::default(),
         bandwidth: Default::default(),
+        network: None,
     };
     check_sysctls(&record)?;
     let mut record = record;
@@ -168,10 +169,12 @@ pub async fn run_pod_sandbox(
         options: d.options.clone(),
     });
 
+    let port_mappings = crate::network::port_mappings(&config);
+
     let rt = runtime.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let mut record = record;
-        let built = build(&rt, &mut record, &policy, dns);
+        let built = build(&rt, &mut record, &policy, dns, port_mappings);
         (record, built)
     })
     .await
@@ -200,6 +203,7 @@ fn build(
     record: &mut SandboxRecord,
     policy: &kraal_policy::PodPolicy,
     dns: Option<DnsSettings>,
+    port_mappings: Vec<crate::state::PortMappingRecord>,
 ) -> Result<(), Status> {
     let dir = runtime.layout.sandbox_dir(&record.id);
     std::fs::create_dir_all(&dir)
@@ -223,7 +227,10 @@ fn build(
     };
     let pinned =
         sandbox::pin_namespaces(&dir.join("ns"), want, &record.hostname).map_err(sandbox_status)?;
+    // All three are recorded at once, before any later step can fail, so the undo unpins them.
     record.net_ns = pinned.net;
+    record.ipc_ns = pinned.ipc;
+    record.uts_ns = pinned.uts;
     if let (Some(netns), Some(range)) = (&record.net_ns, crate::ports::netns_range(&record.ports)) {
         crate::ports::set_netns_port_range(netns, range).map_err(|e| {
             io_status(
@@ -236,8 +243,8 @@ fn build(
         })?;
         record.ports.netns_range = Some(range);
     }
-    record.ipc_ns = pinned.ipc;
-    record.uts_ns = pinned.uts;
+    // The namespace exists and its sysctls are set: the plugins can give it eth0.
+    crate::network::setup(runtime, record, port_mappings)?;
     if !record.host_ipc {
         let shm = dir.join("shm");
         sandbox::mount_shm(&shm).map_err(sandbox_status)?;

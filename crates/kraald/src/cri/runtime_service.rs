@@ -15,7 +15,8 @@ use super::{
     container_stats, container_status, create_container, exec_sync, get_container_events,
     list_containers, list_pod_sandbox, pod_sandbox_stats, pod_sandbox_status, remove_container,
     remove_pod_sandbox, reopen_container_log, run_pod_sandbox, runtime_config, start_container,
-    status, stop_container, stop_pod_sandbox, update_container_resources, version,
+    status, stop_container, stop_pod_sandbox, update_container_resources, update_runtime_config,
+    version,
 };
 use crate::runtime::Runtime;
 
@@ -230,9 +231,12 @@ impl RuntimeService for RuntimeHandler {
 
     async fn update_runtime_config(
         &self,
-        _request: Request<cri::UpdateRuntimeConfigRequest>,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        Err(not_implemented("UpdateRuntimeConfig"))
+        Ok(Response::new(update_runtime_config::update_runtime_config(
+            &self.runtime,
+            request.into_inner(),
+        )))
     }
 
     async fn status(

@@ -6,14 +6,28 @@ use kraal_runtime::sandbox;
 use crate::runtime::{Runtime, TrackedProcess};
 use crate::state::SandboxRecord;
 
-/// What StopPodSandbox releases: the infra process and the network namespace (the network
-/// is gone once a pod is stopped, as with containerd and CRI-O).
-pub fn stop_sandbox_parts(record: &SandboxRecord) -> Result<(), String> {
+/// What StopPodSandbox releases: the infra process, the pod's CNI network and its network
+/// namespace (the network is gone once a pod is stopped, as with containerd and CRI-O).
+///
+/// A failed CNI DEL stops here when `strict` (StopPodSandbox: the namespace stays, so
+/// kubelet's retry can DEL with it); otherwise (undoing a failed start) it is logged and the
+/// rest still goes, since every plugin was asked already and there is no later retry.
+pub fn stop_sandbox_parts(
+    runtime: &Runtime,
+    record: &SandboxRecord,
+    strict: bool,
+) -> Result<(), String> {
     if let Some((pid, start_time)) = record.infra {
         let infra = TrackedProcess { pid, start_time };
         infra
             .signal(libc::SIGKILL)
             .map_err(|e| format!("killing the pod's infra process {pid}: {e}"))?;
+    }
+    if let Err(err) = crate::network::teardown(runtime, record) {
+        if strict {
+            return Err(err);
+        }
+        tracing::error!(sandbox = %record.id, %err, "pod network teardown left errors");
     }
     if let Some(net) = &record.net_ns {
         sandbox::unpin_namespace(net).map_err(|e| e.to_string())?;
@@ -23,7 +37,9 @@ pub fn stop_sandbox_parts(record: &SandboxRecord) -> Result<(), String> {
 
 /// Everything else: namespaces, /dev/shm, the pod cgroup, the sandbox dir.
 pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
-    stop_sandbox_parts(record)?;
+    // RemovePodSandbox stops first (strictly), so a network is left here only when undoing a
+    // failed RunPodSandbox.
+    stop_sandbox_parts(runtime, record, false)?;
     for ns in [&record.ipc_ns, &record.uts_ns].into_iter().flatten() {
         sandbox::unpin_namespace(ns).map_err(|e| e.to_string())?;
     }

@@ -10,7 +10,6 @@ use kraal_api::runtime::v1::{
 use crate::config::Config;
 
 const RUNTIME_READY: &str = "RuntimeReady";
-const NETWORK_READY: &str = "NetworkReady";
 
 pub fn status(config: &Config, request: StatusRequest) -> StatusResponse {
     let runtime = RuntimeCondition {
@@ -19,15 +18,8 @@ pub fn status(config: &Config, request: StatusRequest) -> StatusResponse {
         reason: String::new(),
         message: String::new(),
     };
-    // Pod networking through CNI is its own piece of work; until it exists kraald says so
-    // rather than claiming a network it cannot give (kubelet then runs hostNetwork pods only).
-    let network = RuntimeCondition {
-        r#type: NETWORK_READY.to_string(),
-        status: false,
-        reason: "NetworkPluginNotReady".to_string(),
-        message: "kraal: CNI pod networking is not available in this build; hostNetwork pods only"
-            .to_string(),
-    };
+    // Until the conf dir holds a usable network, kubelet runs hostNetwork pods only.
+    let network = crate::network::network_condition(config);
     let mut info = HashMap::new();
     if request.verbose {
         let config_json = serde_json::to_string(config).unwrap_or_else(|err| format!("{err}"));

@@ -35,13 +35,14 @@ pub fn stop_blocking(runtime: &Arc<Runtime>, id: &str) -> Result<(), Status> {
         // given each its own before it stops the sandbox.
         stop_container_blocking(runtime, &container.id, 0)?;
     }
-    stop_sandbox_parts(&record)
+    stop_sandbox_parts(runtime, &record, true)
         .map_err(|e| Status::internal(format!("StopPodSandbox {id}: {e}")))?;
     runtime
         .state
         .update_sandbox(id, |s| {
             s.state = SandboxState::NotReady;
             s.net_ns = None;
+            s.network = None;
             s.infra = None;
             // Every container was thawed to stop; nothing is left frozen.
             s.frozen = false;

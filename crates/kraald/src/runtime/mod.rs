@@ -57,6 +57,8 @@ pub struct Runtime {
     pub port_programs: crate::ports::LazyPrograms,
     /// The bandwidth hierarchies and programs, set up when a pod first needs them.
     pub shaper: crate::bandwidth::LazyShaper,
+    /// The node's pod CIDR from kubelet (UpdateRuntimeConfig).
+    pub pod_cidr: crate::network::PodCidr,
 }
 
 impl Runtime {
@@ -82,6 +84,7 @@ impl Runtime {
             port_blocks: Default::default(),
             port_programs: Default::default(),
             shaper: Default::default(),
+            pod_cidr: Default::default(),
         })
     }
 

@@ -6,7 +6,7 @@ mod records;
 mod store;
 
 pub use records::{
-    AppliedSetting, ContainerRecord, ContainerState, MountRecord, PodBandwidth, PodClass, PodPorts,
-    SandboxRecord, SandboxState,
+    AppliedSetting, ContainerRecord, ContainerState, MountRecord, PodBandwidth, PodClass,
+    PodNetwork, PodPorts, PortMappingRecord, SandboxRecord, SandboxState,
 };
 pub use store::StateStore;

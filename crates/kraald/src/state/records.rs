@@ -66,6 +66,39 @@ pub struct SandboxRecord {
     /// The pod's bandwidth classes and programs.
     #[serde(default)]
     pub bandwidth: PodBandwidth,
+    /// The pod's CNI network while it has one (set before ADD starts, cleared after DEL).
+    #[serde(default)]
+    pub network: Option<PodNetwork>,
+}
+
+/// What kraal keeps of a pod's CNI ADD, so that a DEL — perhaps by a restarted kraald, perhaps
+/// after the conf dir changed — undoes exactly what was done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodNetwork {
+    /// The network's name (the list's `name`).
+    pub name: String,
+    /// The network list the ADD ran, in conflist form: DEL runs the same plugins.
+    pub config: serde_json::Value,
+    /// `CNI_IFNAME` inside the pod.
+    pub ifname: String,
+    /// The final ADD result as the plugins wrote it (DEL's and CHECK's `prevResult`); None
+    /// when ADD did not complete.
+    pub result: Option<serde_json::Value>,
+    /// The pod's addresses, IPv4 first.
+    pub ips: Vec<String>,
+    /// The node-side end of the pod's link (a veth), when the result names one.
+    pub host_interface: Option<String>,
+    /// The hostPorts ADD was given, given again to DEL.
+    pub port_mappings: Vec<PortMappingRecord>,
+}
+
+/// One hostPort as passed to the plugins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMappingRecord {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_ip: String,
 }
 
 /// A pod's port ranges as kraal enforces them: lists as written, `auto:<count>` blocks as
