@@ -16,12 +16,98 @@ wait_socket() {
   return 1
 }
 
-# write_containerd_config DIR REGISTRY [SANDBOX_IMAGE]: a containerd 1.6 config whose
-# root, state, sockets and opt dir all live in DIR, with REGISTRY (host:port, loopback) as a
-# plain-HTTP mirror of itself. restrict_oom_score_adj because this VM refuses to lower it.
+# release_dir: where cargo puts release binaries (CARGO_TARGET_DIR is honoured).
+release_dir() { echo "${CARGO_TARGET_DIR:-$PWD/target}/release"; }
+
+# our_procs NAME NEEDLE: pids whose executable is named NAME and whose command line
+# mentions NEEDLE (a path inside the run's work dir: only what this run started matches).
+our_procs() {
+  local name=$1 needle=$2 p exe cmd
+  for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    exe=${exe% (deleted)}
+    [ "${exe##*/}" = "$name" ] || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    [[ "$cmd" == *"$needle"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+# stop_pid PID: TERM, up to 15 s, then KILL.
+stop_pid() {
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    [ "$i" -lt 150 ] || { echo "bench: pid $pid ignored SIGTERM; sending SIGKILL" >&2; kill -KILL "$pid" 2>/dev/null || true; }
+    sleep 0.1
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+# unmount_under DIR: everything mounted at or below DIR, deepest first.
+unmount_under() {
+  local root=$1 mp i mps
+  for i in 1 2 3 4 5; do
+    mapfile -t mps < <(awk -v r="$root" '$5 == r || index($5, r "/") == 1 {print $5}' \
+      /proc/self/mountinfo | sort -r)
+    [ ${#mps[@]} -gt 0 ] || return 0
+    for mp in "${mps[@]}"; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done
+  done
+  awk -v r="$root" '$5 == r || index($5, r "/") == 1 {found=1} END {exit !found}' \
+    /proc/self/mountinfo && return 1
+  return 0
+}
+
+# cgroup_tree_pids ROOT: every process in the cgroup tree ROOT (e.g. /kraal-bench.XXXX) of
+# any hierarchy.
+cgroup_tree_pids() {
+  local root=${1#/} ctrl
+  for ctrl in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+    [ -d "$ctrl$root" ] || continue
+    find "$ctrl$root" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+  done | sort -un
+}
+
+# kill_cgroup_tree ROOT: SIGKILL every process in it until none is left (up to 5 s).
+kill_cgroup_tree() {
+  local i left
+  for i in $(seq 1 50); do
+    left=$(cgroup_tree_pids "$1")
+    [ -n "$left" ] || return 0
+    # shellcheck disable=SC2086 # one pid per word
+    kill -KILL $left 2>/dev/null
+    sleep 0.1
+  done
+}
+
+# remove_cgroup_tree ROOT: rmdir the tree in every hierarchy, deepest first (up to 5 s).
+remove_cgroup_tree() {
+  local root=${1#/} ctrl i left
+  for i in $(seq 1 50); do
+    left=
+    for ctrl in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+      [ -d "$ctrl$root" ] || continue
+      find "$ctrl$root" -depth -type d -exec rmdir {} \; 2>/dev/null
+      [ -d "$ctrl$root" ] && left="$left $ctrl$root"
+    done
+    [ -n "$left" ] || return 0
+    sleep 0.1
+  done
+  echo "bench: cleanup: could not remove the cgroups$left" >&2
+  return 1
+}
+
+# write_containerd_config DIR REGISTRY [SANDBOX_IMAGE [CNI_CONF_DIR]]: a containerd 1.6
+# config whose root, state, sockets and opt dir all live in DIR, with REGISTRY (host:port,
+# loopback) as a plain-HTTP mirror of itself. restrict_oom_score_adj because this VM refuses
+# to lower it. The pods' network config is read from CNI_CONF_DIR (default DIR/cni, empty),
+# the plugins from Debian's /usr/lib/cni; pod network namespaces are mounted under DIR's
+# state dir rather than /run/netns, so removing DIR removes them.
 write_containerd_config() {
-  local dir=$1 registry=$2 sandbox_image=${3:-}
-  mkdir -p "$dir/cni"
+  local dir=$1 registry=$2 sandbox_image=${3:-} cni_conf_dir=${4:-$1/cni}
+  mkdir -p "$cni_conf_dir"
   {
     cat <<TOML
 version = 2
@@ -35,12 +121,13 @@ state = "$dir/state"
   path = "$dir/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
 TOML
     [ -n "$sandbox_image" ] && echo "  sandbox_image = \"$sandbox_image\""
     cat <<TOML
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$dir/cni"
+    conf_dir = "$cni_conf_dir"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$registry"]
     endpoint = ["http://$registry"]
 TOML

@@ -34,10 +34,11 @@ if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1;
 fi
 
 cargo build --release -p kraal-bench -p kraald -p kraal-runtime
-bench=$PWD/target/release/kraal-bench
-kraald_bin=$PWD/target/release/kraald
-[ -x "$PWD/target/release/kraal-monitor" ] ||
-  { echo "bench: target/release/kraal-monitor is missing after the build" >&2; exit 1; }
+release=$(release_dir)
+bench=$release/kraal-bench
+kraald_bin=$release/kraald
+[ -x "$release/kraal-monitor" ] ||
+  { echo "bench: $release/kraal-monitor is missing after the build" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/kraal-bench.XXXXXX)
 # Every pod's cgroup_parent is $cg_root/<runtime>/<pod>: one tree to empty and remove.
@@ -46,20 +47,6 @@ kraald_pid=
 containerd_pid=
 
 say() { echo "bench: $*" >&2; }
-
-# our_procs NAME NEEDLE: pids whose executable is named NAME and whose command line
-# mentions NEEDLE (a path inside $work: only what this run started matches).
-our_procs() {
-  local name=$1 needle=$2 p exe cmd
-  for p in /proc/[0-9]*; do
-    exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    exe=${exe% (deleted)}
-    [ "${exe##*/}" = "$name" ] || continue
-    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
-    [[ "$cmd" == *"$needle"* ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
 
 # children_matching PARENTS PREFIX: children of the (space-separated) PARENTS whose command
 # line starts with PREFIX.
@@ -77,44 +64,8 @@ children_matching() {
 monitor_pids() { our_procs kraal-monitor "$work/ks/"; }
 shim_pids() { our_procs containerd-shim-runc-v2 "$work/containerd/"; }
 
-# cgroup_pids: every process in the benchmark's cgroup tree (the pods' processes).
-cgroup_pids() {
-  local ctrl
-  for ctrl in /sys/fs/cgroup/*/; do
-    [ -d "$ctrl${cg_root#/}" ] || continue
-    find "$ctrl${cg_root#/}" -name cgroup.procs -exec cat {} + 2>/dev/null || true
-  done | sort -un
-}
-
-# stop_pid PID: TERM, up to 15 s, then KILL.
-stop_pid() {
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    [ "$i" -lt 150 ] || { say "pid $pid ignored SIGTERM; sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
-    sleep 0.1
-  done
-  wait "$pid" 2>/dev/null || true
-}
-
-# unmount_under DIR: everything mounted at or below DIR, deepest first.
-unmount_under() {
-  local root=$1 mp i mps
-  for i in 1 2 3 4 5; do
-    mapfile -t mps < <(awk -v r="$root" '$5 == r || index($5, r "/") == 1 {print $5}' \
-      /proc/self/mountinfo | sort -r)
-    [ ${#mps[@]} -gt 0 ] || return 0
-    for mp in "${mps[@]}"; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done
-  done
-  awk -v r="$root" '$5 == r || index($5, r "/") == 1 {found=1} END {exit !found}' \
-    /proc/self/mountinfo && return 1
-  return 0
-}
-
 cleanup() {
-  local rc=$? pid ctrl i left
+  local rc=$? pid
   trap - EXIT INT TERM
   set +e
   if [ "$rc" -ne 0 ]; then
@@ -137,25 +88,9 @@ cleanup() {
     say "cleanup: killing leftover $(cat "/proc/$pid/comm" 2>/dev/null) $pid"
     kill -KILL "$pid" 2>/dev/null
   done
-  for i in $(seq 1 50); do
-    left=$(cgroup_pids)
-    [ -n "$left" ] || break
-    # shellcheck disable=SC2086 # one pid per word
-    kill -KILL $left 2>/dev/null
-    sleep 0.1
-  done
+  kill_cgroup_tree "$cg_root"
   unmount_under "$work" || say "cleanup: mounts under $work would not go away"
-  for i in $(seq 1 50); do
-    left=
-    for ctrl in /sys/fs/cgroup/*/; do
-      [ -d "$ctrl${cg_root#/}" ] || continue
-      find "$ctrl${cg_root#/}" -depth -type d -exec rmdir {} \; 2>/dev/null
-      [ -d "$ctrl${cg_root#/}" ] && left="$left $ctrl${cg_root#/}"
-    done
-    [ -n "$left" ] || break
-    sleep 0.1
-  done
-  [ -z "$left" ] || say "cleanup: could not remove the cgroups$left"
+  remove_cgroup_tree "$cg_root"
   hack/registry.sh stop "$work/registry" >/dev/null 2>&1
   if awk -v r="$work" 'index($5, r "/") == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
     say "cleanup: something is still mounted under $work; leaving it in place"

@@ -35,6 +35,10 @@ enum Command {
     /// Pod lifecycles (RunPodSandbox, CreateContainer+StartContainer, StopContainer+
     /// RemoveContainer, StopPodSandbox+RemovePodSandbox), N times; reports each step.
     Pods(pods::PodsArgs),
+    /// Pod sandboxes alone (RunPodSandbox, StopPodSandbox, RemovePodSandbox), by default
+    /// with a network namespace of their own so the runtime's CNI plugins run; prints every
+    /// sample too.
+    Sandboxes(pods::SandboxesArgs),
     /// Starts pods with running containers and leaves them running (for RSS figures).
     Fill(pods::FillArgs),
     /// Stops and removes every container and pod of the runtime.
@@ -79,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             print_stats(&cli.runtime, "PullImage", &mut times);
         }
         Command::Pods(args) => pods::pods(channel, &cli.runtime, args).await?,
+        Command::Sandboxes(args) => pods::sandboxes(channel, &cli.runtime, args).await?,
         Command::Fill(args) => pods::fill(channel, &cli.runtime, args).await?,
         Command::Clean => pods::clean(channel, &cli.runtime).await?,
     }
@@ -86,19 +91,23 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_stats(runtime: &str, call: &str, times: &mut [Duration]) {
+    println!("{}", stats(runtime, call, times));
+}
+
+/// The statistics of one call's times (sorts them): count, median, p90 and min in ms.
+fn stats(runtime: &str, call: &str, times: &mut [Duration]) -> serde_json::Value {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pick = |q: f64| {
         let index = ((times.len() as f64 - 1.0) * q).round() as usize;
         times.get(index).copied().map(ms).unwrap_or(0.0)
     };
-    let line = serde_json::json!({
+    serde_json::json!({
         "runtime": runtime,
         "call": call,
         "n": times.len(),
         "median_ms": pick(0.5),
         "p90_ms": pick(0.9),
         "min_ms": times.first().copied().map(ms).unwrap_or(0.0),
-    });
-    println!("{line}");
+    })
 }

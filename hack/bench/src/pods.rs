@@ -1,7 +1,9 @@
 //! Pod and container lifecycle, timed through the CRI socket the way kubelet drives it:
 //! RunPodSandbox, CreateContainer + StartContainer, StopContainer + RemoveContainer,
 //! StopPodSandbox + RemovePodSandbox. `fill` leaves pods running so the caller can measure
-//! memory; `clean` removes every pod (and container) of the runtime.
+//! memory; `clean` removes every pod (and container) of the runtime. `sandboxes` times pod
+//! sandboxes alone (no container), by default with a network of their own, so the runtime's
+//! CNI ADD and DEL are what is measured.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use kraal_api::runtime::v1::image_service_client::ImageServiceClient;
 use kraal_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use crate::print_stats;
+use crate::{print_stats, stats};
 
 /// No single CRI call the benchmark makes should take this long.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -62,6 +64,35 @@ pub struct FillArgs {
     containers: usize,
 }
 
+#[derive(clap::Args)]
+pub struct SandboxesArgs {
+    /// Images to pull first, untimed (e.g. containerd's sandbox image).
+    #[arg(long = "pull")]
+    pull: Vec<String>,
+    /// Each pod's linux.cgroup_parent is <cgroup-root>/<pod name>.
+    #[arg(long)]
+    cgroup_root: String,
+    /// Each pod's log_directory is <log-dir>/<pod name> (created here, as kubelet does).
+    #[arg(long)]
+    log_dir: PathBuf,
+    /// Timed sandbox lifecycles.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Untimed lifecycles before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Pod names are <name-prefix>-<i> (unique across the calls of one run).
+    #[arg(long, default_value = "sandbox")]
+    name_prefix: String,
+    /// hostNetwork pods (no CNI) instead of pods with a network namespace of their own.
+    #[arg(long)]
+    host_network: bool,
+    /// Every pod's IP (PodSandboxStatus, untimed) must start with this, e.g. `10.232.0.`:
+    /// proves the CNI ADD ran. Ignored for hostNetwork pods.
+    #[arg(long)]
+    expect_ip_prefix: Option<String>,
+}
+
 struct Cri {
     runtime: String,
     rt: RuntimeServiceClient<Channel>,
@@ -94,8 +125,11 @@ impl Cri {
         }
     }
 
-    async fn pull(&mut self, common: &Common) -> anyhow::Result<()> {
-        for image in std::iter::once(&common.image).chain(&common.also_pull) {
+    async fn pull<'a>(
+        &mut self,
+        images: impl IntoIterator<Item = &'a String>,
+    ) -> anyhow::Result<()> {
+        for image in images {
             let request = kraal_e2e::pull_request(image);
             call(
                 &self.runtime,
@@ -202,6 +236,11 @@ impl Cri {
     }
 
     async fn stop_remove_pod(&mut self, id: &str) -> anyhow::Result<()> {
+        self.stop_pod(id).await?;
+        self.remove_pod(id).await
+    }
+
+    async fn stop_pod(&mut self, id: &str) -> anyhow::Result<()> {
         let stop = cri::StopPodSandboxRequest {
             pod_sandbox_id: id.to_string(),
         };
@@ -211,6 +250,10 @@ impl Cri {
             self.rt.stop_pod_sandbox(stop),
         )
         .await?;
+        Ok(())
+    }
+
+    async fn remove_pod(&mut self, id: &str) -> anyhow::Result<()> {
         let remove = cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.to_string(),
         };
@@ -221,6 +264,28 @@ impl Cri {
         )
         .await?;
         Ok(())
+    }
+
+    /// The pod's IPs from PodSandboxStatus (`ip` first, then `additional_ips`).
+    async fn pod_ips(&mut self, id: &str) -> anyhow::Result<Vec<String>> {
+        let request = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: false,
+        };
+        let response = call(
+            &self.runtime,
+            &format!("PodSandboxStatus {id}"),
+            self.rt.pod_sandbox_status(request),
+        )
+        .await?;
+        let network = response
+            .status
+            .and_then(|status| status.network)
+            .unwrap_or_default();
+        Ok(std::iter::once(network.ip)
+            .chain(network.additional_ips.into_iter().map(|ip| ip.ip))
+            .filter(|ip| !ip.is_empty())
+            .collect())
     }
 
     async fn container_state(&mut self, id: &str) -> anyhow::Result<i32> {
@@ -254,16 +319,27 @@ impl Cri {
     }
 }
 
-/// kraal_e2e's hostNetwork pod (PID namespace per container, as kubelet's default), under
-/// the benchmark's cgroup root and log directory.
-fn bench_pod(name: &str, common: &Common) -> anyhow::Result<cri::PodSandboxConfig> {
-    let mut config = kraal_e2e::pod_config(name, true);
+impl Common {
+    fn images(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.image).chain(&self.also_pull)
+    }
+}
+
+/// kraal_e2e's pod (PID namespace per container, as kubelet's default), hostNetwork or with
+/// a network namespace of its own, under the benchmark's cgroup root and log directory.
+fn bench_pod(
+    name: &str,
+    host_network: bool,
+    cgroup_root: &str,
+    log_dir: &Path,
+) -> anyhow::Result<cri::PodSandboxConfig> {
+    let mut config = kraal_e2e::pod_config(name, host_network);
     if let Some(metadata) = config.metadata.as_mut() {
         metadata.namespace = NAMESPACE.to_string();
     }
     let linux = config.linux.get_or_insert_with(Default::default);
-    linux.cgroup_parent = format!("{}/{name}", common.cgroup_root.trim_end_matches('/'));
-    let log_dir = common.log_dir.join(name);
+    linux.cgroup_parent = format!("{}/{name}", cgroup_root.trim_end_matches('/'));
+    let log_dir = log_dir.join(name);
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("creating the pod log directory {}", log_dir.display()))?;
     config.log_directory = path_string(&log_dir)?;
@@ -295,7 +371,7 @@ async fn lifecycle(
     name: &str,
     times: Option<&mut Times>,
 ) -> anyhow::Result<()> {
-    let config = bench_pod(name, common)?;
+    let config = bench_pod(name, true, &common.cgroup_root, &common.log_dir)?;
     let t0 = Instant::now();
     let pod = cri.run_pod(&config).await?;
     let t1 = Instant::now();
@@ -336,7 +412,7 @@ async fn lifecycle(
 /// `pods`: pull, one untimed warm-up lifecycle, then `iterations` timed ones.
 pub async fn pods(channel: Channel, runtime: &str, args: PodsArgs) -> anyhow::Result<()> {
     let mut cri = Cri::new(channel, runtime);
-    cri.pull(&args.common).await?;
+    cri.pull(args.common.images()).await?;
     lifecycle(&mut cri, &args.common, "warmup", None)
         .await
         .context("warm-up pod lifecycle")?;
@@ -374,16 +450,87 @@ pub async fn pods(channel: Channel, runtime: &str, args: PodsArgs) -> anyhow::Re
     Ok(())
 }
 
+/// `sandboxes`: pull, `warmup` untimed sandbox lifecycles, then `iterations` timed ones:
+/// RunPodSandbox, then (untimed) PodSandboxStatus to check the pod's IP, then StopPodSandbox
+/// and RemovePodSandbox. Prints the statistics and every sample of each call.
+pub async fn sandboxes(channel: Channel, runtime: &str, args: SandboxesArgs) -> anyhow::Result<()> {
+    let mut cri = Cri::new(channel, runtime);
+    cri.pull(&args.pull).await?;
+    let mut run = Vec::with_capacity(args.iterations);
+    let mut stop = Vec::with_capacity(args.iterations);
+    let mut remove = Vec::with_capacity(args.iterations);
+    let mut stop_remove = Vec::with_capacity(args.iterations);
+    for i in 0..args.warmup + args.iterations {
+        let timed = i >= args.warmup;
+        let name = if timed {
+            format!("{}-{}", args.name_prefix, i - args.warmup)
+        } else {
+            format!("{}-warmup-{i}", args.name_prefix)
+        };
+        let config = bench_pod(&name, args.host_network, &args.cgroup_root, &args.log_dir)?;
+        let t0 = Instant::now();
+        let pod = cri.run_pod(&config).await?;
+        let t1 = Instant::now();
+        if !args.host_network {
+            let ips = cri.pod_ips(&pod).await?;
+            let good = match &args.expect_ip_prefix {
+                Some(prefix) => ips.iter().any(|ip| ip.starts_with(prefix.as_str())),
+                None => !ips.is_empty(),
+            };
+            if !good {
+                // Removed before failing, so the caller's cleanup has nothing of ours to undo.
+                let _ = cri.stop_remove_pod(&pod).await;
+                bail!(
+                    "{runtime}: pod {name} has IPs {ips:?} after RunPodSandbox, expected one{}",
+                    match &args.expect_ip_prefix {
+                        Some(prefix) => format!(" starting with {prefix}"),
+                        None => String::new(),
+                    }
+                );
+            }
+        }
+        let t2 = Instant::now();
+        cri.stop_pod(&pod).await?;
+        let t3 = Instant::now();
+        cri.remove_pod(&pod).await?;
+        let t4 = Instant::now();
+        if timed {
+            run.push(t1 - t0);
+            stop.push(t3 - t2);
+            remove.push(t4 - t3);
+            stop_remove.push(t4 - t2);
+        }
+    }
+    for (call, times) in [
+        ("RunPodSandbox", &mut run),
+        ("StopPodSandbox", &mut stop),
+        ("RemovePodSandbox", &mut remove),
+        ("StopPodSandbox+RemovePodSandbox", &mut stop_remove),
+    ] {
+        print_samples(runtime, call, times);
+    }
+    Ok(())
+}
+
+/// One JSON line like `print_stats`', plus every sample in the order taken (ms), so a caller
+/// can pool the samples of several runs.
+fn print_samples(runtime: &str, call: &str, times: &mut [Duration]) {
+    let samples: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut line = stats(runtime, call, times);
+    line["samples_ms"] = serde_json::json!(samples);
+    println!("{line}");
+}
+
 /// `fill`: `pods` pods of `containers` running containers each, left running; checks they
 /// are all RUNNING a second later.
 pub async fn fill(channel: Channel, runtime: &str, args: FillArgs) -> anyhow::Result<()> {
     let mut cri = Cri::new(channel, runtime);
-    cri.pull(&args.common).await?;
+    cri.pull(args.common.images()).await?;
     let started = Instant::now();
     let mut ids = Vec::new();
     for p in 0..args.pods {
         let name = format!("fill-{p}");
-        let config = bench_pod(&name, &args.common)?;
+        let config = bench_pod(&name, true, &args.common.cgroup_root, &args.common.log_dir)?;
         let pod = cri.run_pod(&config).await?;
         for c in 0..args.containers {
             let id = cri
