@@ -218,6 +218,9 @@ pub fn apply_live(
                 }
             }
             let settings = kernel_settings(&record.bandwidth);
+            if let (Some(pod), Some(ifindex)) = (record.bandwidth.ebpf_pod, record.bandwidth.interface) {
+                set_interface(shaper, pod, ifindex, &settings)?;
+            }
             match (record.bandwidth.ebpf_pod, &cgroup) {
                 (Some(pod), _) => shaper
                     .programs()
@@ -244,6 +247,67 @@ pub fn apply_live(
         .map_err(|e| e.to_string())?;
     runtime.shaper.release_if_idle();
     Ok(())
+}
+
+fn set_interface(
+    shaper: &mut Shaper,
+    pod: u64,
+    ifindex: u32,
+    settings: &kraal_ebpf::PodBandwidth,
+) -> Result<(), ShapeError> {
+    shaper
+        .programs()
+        .set_interface(&kraal_ebpf::PodInterface {
+            ifindex,
+            pod: PodId(pod),
+            egress_class: settings.egress_class,
+            ingress_class: settings.ingress_class,
+        })
+        .map_err(|e| ShapeError::Failed(format!("recording the pod's interface {ifindex}: {e}")))
+}
+
+/// Records the host-side interface of a shaped pod with its own netns (the host end of its
+/// veth, from CNI), once its network is up: its packets lose their priority when they are
+/// forwarded out of the pod's netns, and the uplinks' classifier finds the pod by this
+/// interface instead. Nothing to do for a pod that is not shaped.
+pub fn pod_interface(
+    runtime: &Runtime,
+    record: &mut SandboxRecord,
+    host_ifname: &str,
+) -> Result<(), Status> {
+    const CALL: &str = "RunPodSandbox";
+    let Some(pod) = record.bandwidth.ebpf_pod else {
+        return Ok(());
+    };
+    let ifindex = kraal_net::shaping::Device::new(kraal_net::Netns::Current, host_ifname)
+        .ifindex()
+        .map_err(|e| Status::internal(format!("{CALL}: the pod's host interface: {e}")))?;
+    let settings = kernel_settings(&record.bandwidth);
+    runtime
+        .shaper
+        .with(runtime, |shaper| set_interface(shaper, pod, ifindex, &settings))
+        .map_err(|e| to_status(CALL, e))?;
+    record.bandwidth.interface = Some(ifindex);
+    Ok(())
+}
+
+/// Forgets the pod's host-side interface when its network goes (StopPodSandbox): the index
+/// may be reused by another pod's interface. (The record keeps the index: a stopped pod's
+/// network never comes back, and RemovePodSandbox forgets everything of the pod anyway.)
+pub fn forget_interface(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
+    let Some(ifindex) = record.bandwidth.interface else {
+        return Ok(());
+    };
+    runtime
+        .shaper
+        .with(runtime, |shaper| {
+            shaper
+                .programs()
+                .remove_interface(ifindex)
+                .map_err(|e| ShapeError::Failed(format!("forgetting interface {ifindex}: {e}")))
+        })
+        .map_err(|e| e.to_string())
+        .map(|_| ())
 }
 
 /// Removes the pod's classes and programs; nothing to do if it has none. When no shaped pod
@@ -439,6 +503,7 @@ mod tests {
             }),
             ingress: None,
             ebpf_pod: None,
+            interface: None,
         };
         let s = kernel_settings(&bandwidth);
         assert_eq!(s.egress_class, 0x6b72_0010);

@@ -29,6 +29,9 @@ pub fn stop_sandbox_parts(
         }
         tracing::error!(sandbox = %record.id, %err, "pod network teardown left errors");
     }
+    if let Err(err) = crate::bandwidth::forget_interface(runtime, record) {
+        tracing::warn!(sandbox = %record.id, %err, "forgetting the pod's interface for bandwidth");
+    }
     if let Some(net) = &record.net_ns {
         sandbox::unpin_namespace(net).map_err(|e| e.to_string())?;
     }

@@ -157,10 +157,10 @@ pub fn setup(
         net.ips = ips;
         net.host_interface = host_interface;
     }
-    // TODO(lead): hook bandwidth shaping onto the pod's host-side interface here, e.g.
-    // `crate::bandwidth::pod_interface(runtime, record, host_ifname)?` with
-    // `record.network.host_interface` (the veth from the CNI result's interfaces without
-    // `sandbox`); that function does not exist in crate::bandwidth yet.
+    // A shaped pod's forwarded packets are classified by the interface they arrive on.
+    if let Some(host_ifname) = record.network.as_ref().and_then(|n| n.host_interface.clone()) {
+        crate::bandwidth::pod_interface(runtime, record, &host_ifname)?;
+    }
     Ok(())
 }
 

@@ -122,6 +122,10 @@ pub struct PodBandwidth {
     pub ingress: Option<PodClass>,
     /// The pod's id in the bandwidth programs (its cgroup2 inode) while they are attached.
     pub ebpf_pod: Option<u64>,
+    /// The host-side interface (ifindex) of a pod with its own netns while its network is
+    /// up: what its forwarded packets are classified by.
+    #[serde(default)]
+    pub interface: Option<u32>,
 }
 
 /// One of a pod's HTB classes: its minor and the rates it was given.
