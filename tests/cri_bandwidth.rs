@@ -1272,3 +1272,135 @@ async fn a_node_with_bandwidth_disabled_refuses_annotated_pods() {
     assert!(lab.shaping_left().is_empty(), "{:?}", lab.shaping_left());
     k.remove_pod(&pod.id).await;
 }
+
+/// A bridge network of the test's own (CNI's bridge + host-local, Debian's plugins) whose
+/// pods reach the lab's far end through the node: the lab routes the pods' subnet back over
+/// the uplink. Removes its bridge and IPAM state, and puts `ip_forward` back, when dropped.
+struct PodNetwork {
+    dir: tempfile::TempDir,
+    forwarding_before: String,
+    lab_netns: String,
+}
+
+const POD_BRIDGE: &str = "kbtbr0";
+const POD_SUBNET: &str = "10.214.7.0/24";
+
+impl PodNetwork {
+    fn new(lab: &Lab) -> PodNetwork {
+        let dir = tempfile::Builder::new()
+            .prefix("kbt-cni-")
+            .tempdir()
+            .expect("temp dir");
+        let forwarding_before =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("ip_forward");
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "kbt-pods",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": POD_BRIDGE,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": POD_SUBNET }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }],
+                    "dataDir": dir.path().join("ipam"),
+                },
+            }],
+        });
+        std::fs::create_dir(dir.path().join("conf")).expect("conf dir");
+        std::fs::write(
+            dir.path().join("conf/10-kbt.conflist"),
+            serde_json::to_string(&conf).expect("JSON"),
+        )
+        .expect("write conflist");
+        // The far end answers the pods through the node, which routes them over its bridge.
+        must(
+            "ip",
+            &[
+                "-n", &lab.netns, "route", "add", POD_SUBNET, "via", HOST_ADDR,
+            ],
+        );
+        PodNetwork {
+            dir,
+            forwarding_before,
+            lab_netns: lab.netns.clone(),
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[cni]\nenabled = true\nconf_dir = {:?}\nbin_dirs = [\"/usr/lib/cni\"]\n",
+            self.dir.path().join("conf")
+        )
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        // The bridge plugin never deletes its bridge; the pods' veths went with their DEL.
+        let _ = sh("ip", &["link", "del", POD_BRIDGE]);
+        let _ = sh("ip", &["-n", &self.lab_netns, "route", "del", POD_SUBNET]);
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forwarding_before);
+    }
+}
+
+/// A pod with its own netns: its packets lose their priority when the node forwards them, so
+/// the uplink's classifier finds the pod by the host end of its veth instead (recorded when
+/// CNI has added the pod).
+#[tokio::test]
+async fn a_pod_with_its_own_network_namespace_is_shaped_on_the_uplink() {
+    let mut lab = Lab::new();
+    let net = PodNetwork::new(&lab);
+    let k = Kraald::start(&format!("{}{}", node_config(), net.config())).await;
+    let image = k.pull_busybox().await;
+    lab.server(5361);
+    let mut config = pod_config("netns-cap", false);
+    config
+        .annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "50M".into());
+    config
+        .annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "30M".into());
+    let id = k
+        .run_pod(config.clone())
+        .await
+        .unwrap_or_else(|s| panic!("RunPodSandbox of a netns pod: {s:?}\n{}", log_tail(&k)));
+    let pod = Pod { id, config };
+    let (_, info) = k.pod_status_verbose(&pod.id).await;
+    let host_if = info["network"]["hostInterface"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no host interface for the pod: {info}"))
+        .to_string();
+
+    let r = lab.run_flow(&k, &image, &pod, Flow::uplink(5361, 5)).await;
+    let bw = bandwidth(&k, &pod).await;
+    log(&format!(
+        "pod with its own netns (host side {host_if}), egress cap 50M, 5 s: {} Mbit/s on the wire (goodput {}), seconds {}, retransmits {}, class {}",
+        mbit(r.wire()),
+        mbit(r.received_bps),
+        mbits(&r.seconds()),
+        r.retransmits,
+        class(&bw, "egress")
+    ));
+    assert_within("a netns pod's egress", r.wire(), 50.0 * M, 0.05);
+    assert!(
+        field(class(&bw, "egress"), "shapedBytes") > 0,
+        "the pod's class saw nothing: {bw}"
+    );
+    // On the way in the uplink's IFB routes the packets on to the bridge; the classifier
+    // finds the pod by their destination.
+    let r = lab
+        .run_flow(&k, &image, &pod, Flow::uplink(5361, 5).reverse())
+        .await;
+    log(&format!(
+        "pod with its own netns, ingress cap 30M, 5 s: {} Mbit/s on the wire, seconds {}, retransmits {}",
+        mbit(r.wire()),
+        mbits(&r.seconds()),
+        r.retransmits
+    ));
+    assert_within("a netns pod's ingress", r.wire(), 30.0 * M, 0.10);
+    k.remove_pod(&pod.id).await;
+    lab.assert_clean(&k);
+}

@@ -60,6 +60,16 @@ struct {
 	__type(value, struct kb_dev);
 } kb_devs SEC(".maps");
 
+/* Pod addresses, for pods behind a bridge: a bridged packet comes in on the bridge, not on the
+ * pod's own interface, so kb_devs cannot name the pod; its address can, as long as nothing
+ * rewrote it before the qdisc (source NAT in POSTROUTING would). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kb_addr);
+	__type(value, struct kb_dev);
+} kb_addrs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
@@ -208,20 +218,6 @@ static __always_inline int classify(struct __sk_buff *skb, __u32 handle)
 	return TC_ACT_OK;
 }
 
-SEC("classifier")
-int kb_classify_egress(struct __sk_buff *skb)
-{
-	__u32 ifindex = skb->ingress_ifindex;
-	struct kb_dev *dev;
-
-	/* 0 for packets made on this host: the pod's priority already chose, or nobody did. */
-	if (!ifindex)
-		return TC_ACT_UNSPEC;
-	dev = bpf_map_lookup_elem(&kb_devs, &ifindex);
-	if (!dev)
-		return TC_ACT_UNSPEC;
-	return classify(skb, dev->egress_class);
-}
 
 struct flow {
 	int family;
@@ -327,6 +323,42 @@ static __always_inline __u32 socket_class(struct __sk_buff *skb, struct flow *f)
 	return pod ? pod->ingress_class : 0;
 }
 
+/* The pod owning address `src` (else the destination) of the flow, from kb_addrs. */
+static __always_inline struct kb_dev *by_address(struct flow *f, int src)
+{
+	struct kb_addr key = {};
+
+	if (f->family == AF_INET) {
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+		__builtin_memcpy(&key.addr[12], src ? &f->tuple.ipv4.saddr : &f->tuple.ipv4.daddr, 4);
+	} else {
+		__builtin_memcpy(key.addr, src ? f->tuple.ipv6.saddr : f->tuple.ipv6.daddr, 16);
+	}
+	return bpf_map_lookup_elem(&kb_addrs, &key);
+}
+
+SEC("classifier")
+int kb_classify_egress(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ingress_ifindex;
+	struct flow f = {};
+	struct kb_dev *dev;
+
+	/* 0 for packets made on this host: the pod's priority already chose, or nobody did. */
+	if (!ifindex)
+		return TC_ACT_UNSPEC;
+	/* Routed pods (ptp-style CNIs): the interface they came in on names them. */
+	dev = bpf_map_lookup_elem(&kb_devs, &ifindex);
+	if (dev)
+		return classify(skb, dev->egress_class);
+	/* Bridged pods: they came in on the bridge; their source address names them. */
+	if (!parse(skb, &f))
+		return TC_ACT_UNSPEC;
+	dev = by_address(&f, 1);
+	return dev ? classify(skb, dev->egress_class) : TC_ACT_UNSPEC;
+}
+
 SEC("classifier")
 int kb_classify_ingress(struct __sk_buff *skb)
 {
@@ -339,6 +371,8 @@ int kb_classify_ingress(struct __sk_buff *skb)
 	out = route_out(skb, &f);
 	if (out) {
 		dev = bpf_map_lookup_elem(&kb_devs, &out);
+		if (!dev)
+			dev = by_address(&f, 0);
 		return dev ? classify(skb, dev->ingress_class) : TC_ACT_UNSPEC;
 	}
 	return classify(skb, socket_class(skb, &f));

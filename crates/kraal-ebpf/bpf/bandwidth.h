@@ -30,6 +30,11 @@ struct kb_dev {
 };
 
 /* Per-pod counters, per CPU; index KB_EGRESS / KB_INGRESS. */
+/* A pod address, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d). */
+struct kb_addr {
+	__u8 addr[16];
+};
+
 struct kb_stats {
 	__u64 bytes[2];
 	__u64 packets[2];

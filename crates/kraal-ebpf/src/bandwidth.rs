@@ -37,13 +37,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ba
 
 const MAP_PODS: &str = "kb_pods";
 const MAP_DEVS: &str = "kb_devs";
+const MAP_ADDRS: &str = "kb_addrs";
 const MAP_STATS: &str = "kb_stats";
 const MAP_BUCKETS: &str = "kb_buckets";
 const MAP_SOCKS: &str = "kb_socks";
 const MAP_PODREFS: &str = "kb_podrefs";
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     MAP_PODS,
     MAP_DEVS,
+    MAP_ADDRS,
     MAP_STATS,
     MAP_BUCKETS,
     MAP_SOCKS,
@@ -267,6 +269,7 @@ pub struct BandwidthPrograms {
     root: PathBuf,
     pods: HashMap<MapData, u64, KbPod>,
     devs: HashMap<MapData, u32, KbDev>,
+    addrs: HashMap<MapData, [u8; 16], KbDev>,
     stats: PerCpuHashMap<MapData, u64, KbStats>,
     buckets: HashMap<MapData, u64, KbBucket>,
     podrefs: CgroupStorage<MapData, KbPodref>,
@@ -342,6 +345,7 @@ impl BandwidthPrograms {
         };
         let pods = HashMap::try_from(take(MAP_PODS)?).map_err(map_err(MAP_PODS, "type"))?;
         let devs = HashMap::try_from(take(MAP_DEVS)?).map_err(map_err(MAP_DEVS, "type"))?;
+        let addrs = HashMap::try_from(take(MAP_ADDRS)?).map_err(map_err(MAP_ADDRS, "type"))?;
         let stats =
             PerCpuHashMap::try_from(take(MAP_STATS)?).map_err(map_err(MAP_STATS, "type"))?;
         let buckets =
@@ -353,6 +357,7 @@ impl BandwidthPrograms {
             root,
             pods,
             devs,
+            addrs,
             stats,
             buckets,
             podrefs,
@@ -508,6 +513,11 @@ impl BandwidthPrograms {
                 found |= self.remove_interface(dev.ifindex)?;
             }
         }
+        for (addr, owner) in self.addresses()? {
+            if owner.pod == pod {
+                found |= self.remove_address(addr)?;
+            }
+        }
         tracing::info!(pod = pod.0, found, "bandwidth programs detached");
         Ok(found)
     }
@@ -583,6 +593,50 @@ impl BandwidthPrograms {
         removed(self.devs.remove(&ifindex), MAP_DEVS)
     }
 
+    /// Records an address of a pod with its own netns behind a bridge: its forwarded packets
+    /// arrive on the bridge, not on an interface of its own, and are classified by their
+    /// source address (by their destination, on the way in). `dev.ifindex` is not used.
+    pub fn set_address(&mut self, addr: std::net::IpAddr, dev: &PodInterface) -> Result<()> {
+        let kb = KbDev {
+            pod_id: dev.pod.0,
+            egress_class: dev.egress_class,
+            ingress_class: dev.ingress_class,
+        };
+        self.addrs
+            .insert(addr_key(addr), kb, 0)
+            .map_err(map_err(MAP_ADDRS, "insert"))?;
+        tracing::info!(%addr, pod = dev.pod.0, "pod address recorded");
+        Ok(())
+    }
+
+    /// Forgets a pod address. Returns false if it was not recorded.
+    pub fn remove_address(&mut self, addr: std::net::IpAddr) -> Result<bool> {
+        removed(self.addrs.remove(&addr_key(addr)), MAP_ADDRS)
+    }
+
+    /// Every recorded pod address, with its pod and classes (`ifindex` 0).
+    pub fn addresses(&self) -> Result<Vec<(std::net::IpAddr, PodInterface)>> {
+        let mut out = Vec::new();
+        for item in self.addrs.iter() {
+            let (key, kb) = item.map_err(map_err(MAP_ADDRS, "iterating"))?;
+            let v6 = std::net::Ipv6Addr::from(key);
+            let addr = match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => std::net::IpAddr::V6(v6),
+            };
+            out.push((
+                addr,
+                PodInterface {
+                    ifindex: 0,
+                    pod: PodId(kb.pod_id),
+                    egress_class: kb.egress_class,
+                    ingress_class: kb.ingress_class,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Every recorded pod interface.
     pub fn interfaces(&self) -> Result<Vec<PodInterface>> {
         let mut out = Vec::new();
@@ -597,6 +651,14 @@ impl BandwidthPrograms {
         }
         out.sort_by_key(|d| d.ifindex);
         Ok(out)
+    }
+}
+
+/// The map key of an address: IPv4 as IPv4-mapped IPv6, as the classifiers build it.
+fn addr_key(addr: std::net::IpAddr) -> [u8; 16] {
+    match addr {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
     }
 }
 

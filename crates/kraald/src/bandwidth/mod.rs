@@ -218,8 +218,10 @@ pub fn apply_live(
                 }
             }
             let settings = kernel_settings(&record.bandwidth);
-            if let (Some(pod), Some(ifindex)) = (record.bandwidth.ebpf_pod, record.bandwidth.interface) {
-                set_interface(shaper, pod, ifindex, &settings)?;
+            if let (Some(pod), Some(ifindex)) =
+                (record.bandwidth.ebpf_pod, record.bandwidth.interface)
+            {
+                set_interface(shaper, pod, ifindex, &record.bandwidth.addresses, &settings)?;
             }
             match (record.bandwidth.ebpf_pod, &cgroup) {
                 (Some(pod), _) => shaper
@@ -253,27 +255,38 @@ fn set_interface(
     shaper: &mut Shaper,
     pod: u64,
     ifindex: u32,
+    addresses: &[std::net::IpAddr],
     settings: &kraal_ebpf::PodBandwidth,
 ) -> Result<(), ShapeError> {
+    let dev = kraal_ebpf::PodInterface {
+        ifindex,
+        pod: PodId(pod),
+        egress_class: settings.egress_class,
+        ingress_class: settings.ingress_class,
+    };
     shaper
         .programs()
-        .set_interface(&kraal_ebpf::PodInterface {
-            ifindex,
-            pod: PodId(pod),
-            egress_class: settings.egress_class,
-            ingress_class: settings.ingress_class,
-        })
-        .map_err(|e| ShapeError::Failed(format!("recording the pod's interface {ifindex}: {e}")))
+        .set_interface(&dev)
+        .map_err(|e| ShapeError::Failed(format!("recording the pod's interface {ifindex}: {e}")))?;
+    for &addr in addresses {
+        shaper
+            .programs()
+            .set_address(addr, &dev)
+            .map_err(|e| ShapeError::Failed(format!("recording the pod's address {addr}: {e}")))?;
+    }
+    Ok(())
 }
 
-/// Records the host-side interface of a shaped pod with its own netns (the host end of its
-/// veth, from CNI), once its network is up: its packets lose their priority when they are
-/// forwarded out of the pod's netns, and the uplinks' classifier finds the pod by this
-/// interface instead. Nothing to do for a pod that is not shaped.
+/// Records the host-side interface and the addresses of a shaped pod with its own netns (the
+/// host end of its veth and its IPs, from CNI), once its network is up: its packets lose
+/// their priority when they are forwarded out of the pod's netns, and the uplinks'
+/// classifier finds the pod by the interface they arrive on (routed networks) or, behind a
+/// bridge, by their source address. Nothing to do for a pod that is not shaped.
 pub fn pod_interface(
     runtime: &Runtime,
     record: &mut SandboxRecord,
     host_ifname: &str,
+    addresses: &[std::net::IpAddr],
 ) -> Result<(), Status> {
     const CALL: &str = "RunPodSandbox";
     let Some(pod) = record.bandwidth.ebpf_pod else {
@@ -285,9 +298,12 @@ pub fn pod_interface(
     let settings = kernel_settings(&record.bandwidth);
     runtime
         .shaper
-        .with(runtime, |shaper| set_interface(shaper, pod, ifindex, &settings))
+        .with(runtime, |shaper| {
+            set_interface(shaper, pod, ifindex, addresses, &settings)
+        })
         .map_err(|e| to_status(CALL, e))?;
     record.bandwidth.interface = Some(ifindex);
+    record.bandwidth.addresses = addresses.to_vec();
     Ok(())
 }
 
@@ -301,10 +317,16 @@ pub fn forget_interface(runtime: &Runtime, record: &SandboxRecord) -> Result<(),
     runtime
         .shaper
         .with(runtime, |shaper| {
-            shaper
-                .programs()
+            let programs = shaper.programs();
+            programs
                 .remove_interface(ifindex)
-                .map_err(|e| ShapeError::Failed(format!("forgetting interface {ifindex}: {e}")))
+                .map_err(|e| ShapeError::Failed(format!("forgetting interface {ifindex}: {e}")))?;
+            for &addr in &record.bandwidth.addresses {
+                programs
+                    .remove_address(addr)
+                    .map_err(|e| ShapeError::Failed(format!("forgetting address {addr}: {e}")))?;
+            }
+            Ok(true)
         })
         .map_err(|e| e.to_string())
         .map(|_| ())
@@ -504,6 +526,7 @@ mod tests {
             ingress: None,
             ebpf_pod: None,
             interface: None,
+            addresses: Vec::new(),
         };
         let s = kernel_settings(&bandwidth);
         assert_eq!(s.egress_class, 0x6b72_0010);

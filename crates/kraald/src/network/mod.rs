@@ -158,8 +158,13 @@ pub fn setup(
         net.host_interface = host_interface;
     }
     // A shaped pod's forwarded packets are classified by the interface they arrive on.
-    if let Some(host_ifname) = record.network.as_ref().and_then(|n| n.host_interface.clone()) {
-        crate::bandwidth::pod_interface(runtime, record, &host_ifname)?;
+    if let Some(host_ifname) = record
+        .network
+        .as_ref()
+        .and_then(|n| n.host_interface.clone())
+    {
+        let addresses: Vec<std::net::IpAddr> = result.pod_ips(IFNAME);
+        crate::bandwidth::pod_interface(runtime, record, &host_ifname, &addresses)?;
     }
     Ok(())
 }

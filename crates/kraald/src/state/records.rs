@@ -126,6 +126,9 @@ pub struct PodBandwidth {
     /// up: what its forwarded packets are classified by.
     #[serde(default)]
     pub interface: Option<u32>,
+    /// Its addresses, for pods behind a bridge (their packets arrive on the bridge).
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// One of a pod's HTB classes: its minor and the rates it was given.
