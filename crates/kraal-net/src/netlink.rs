@@ -1,11 +1,13 @@
 //! Reading tc objects and their counters over rtnetlink (netlink-packet-route), which gives
 //! exact 64-bit counters and handles where `tc`'s text output rounds rates and, in the
-//! iproute2 of the target distribution (6.1), has no JSON form for HTB classes.
+//! iproute2 of the target distribution (6.1), has no JSON form for HTB classes. Also a
+//! device's MTU.
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcStats2};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -52,12 +54,6 @@ fn dump_here(what: Object, ifindex: u32) -> Result<Vec<TcEntry>> {
         Object::Class => "dumping classes",
         Object::Filter(_) => "dumping filters",
     };
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(nl_err(label))?;
-    socket.bind_auto().map_err(nl_err(label))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(nl_err(label))?;
-
     let mut msg = TcMessage::with_index(i32::try_from(ifindex).unwrap_or(i32::MAX));
     if let Object::Filter(parent) = what {
         msg.header.parent = TcHandle::from(parent);
@@ -67,15 +63,47 @@ fn dump_here(what: Object, ifindex: u32) -> Result<Vec<TcEntry>> {
         Object::Class => RouteNetlinkMessage::GetTrafficClass(msg),
         Object::Filter(_) => RouteNetlinkMessage::GetTrafficFilter(msg),
     };
+    let mut out = Vec::new();
+    request(
+        label,
+        inner,
+        NLM_F_DUMP | NLM_F_REQUEST,
+        |reply| match reply {
+            RouteNetlinkMessage::NewQueueDiscipline(m)
+            | RouteNetlinkMessage::NewTrafficClass(m)
+            | RouteNetlinkMessage::NewTrafficFilter(m)
+                if m.header.index as u32 == ifindex =>
+            {
+                out.push(entry(&m))
+            }
+            _ => {}
+        },
+    )?;
+    Ok(out)
+}
+
+/// Sends `inner` on a new rtnetlink socket of the calling thread's namespace and passes every
+/// reply message to `each`, until the kernel says it is done (a dump) or has acknowledged.
+fn request(
+    label: &'static str,
+    inner: RouteNetlinkMessage,
+    flags: u16,
+    mut each: impl FnMut(RouteNetlinkMessage),
+) -> Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(nl_err(label))?;
+    socket.bind_auto().map_err(nl_err(label))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(nl_err(label))?;
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(inner));
-    packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+    packet.header.flags = flags;
     packet.header.sequence_number = 1;
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf);
     socket.send(&buf, 0).map_err(nl_err(label))?;
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
 
-    let mut out = Vec::new();
     loop {
         let (data, _) = socket.recv_from_full().map_err(nl_err(label))?;
         let mut offset = 0;
@@ -87,18 +115,20 @@ fn dump_here(what: Object, ifindex: u32) -> Result<Vec<TcEntry>> {
                 })?;
             let len = reply.header.length as usize;
             match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) if e.code.is_some() => {
                     return Err(Error::Netlink {
                         what: label,
                         source: e.to_io(),
                     });
                 }
-                NetlinkPayload::InnerMessage(
-                    RouteNetlinkMessage::NewQueueDiscipline(m)
-                    | RouteNetlinkMessage::NewTrafficClass(m)
-                    | RouteNetlinkMessage::NewTrafficFilter(m),
-                ) if m.header.index as u32 == ifindex => out.push(entry(&m)),
+                NetlinkPayload::InnerMessage(m) => {
+                    each(m);
+                    // A plain request has one answer and no Done after it.
+                    if !dump {
+                        return Ok(());
+                    }
+                }
                 _ => {}
             }
             if len == 0 {
@@ -107,6 +137,33 @@ fn dump_here(what: Object, ifindex: u32) -> Result<Vec<TcEntry>> {
             offset += len;
         }
     }
+}
+
+/// The MTU of the device `ifindex` in `netns`.
+pub(crate) fn mtu(netns: &Netns, ifindex: u32) -> Result<u32> {
+    netns.run(|| {
+        let label = "reading a device's MTU";
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let mut mtu = None;
+        request(
+            label,
+            RouteNetlinkMessage::GetLink(msg),
+            NLM_F_REQUEST,
+            |reply| {
+                if let RouteNetlinkMessage::NewLink(m) = reply {
+                    mtu = m.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Mtu(v) => Some(*v),
+                        _ => None,
+                    });
+                }
+            },
+        )?;
+        mtu.ok_or(Error::NetlinkDecode {
+            what: label,
+            detail: format!("no MTU for device {ifindex}"),
+        })
+    })
 }
 
 fn entry(m: &TcMessage) -> TcEntry {

@@ -5,16 +5,22 @@
 //! <major>:1     node class   rate = machine threshold, ceil = capacity
 //! <major>:fffe  default      unclassified traffic (the node's own, pods without limits)
 //! <major>:<m>   one per pod  rate = soft limit (guarantee), ceil = hard limit, burst
+//!               └ leaf qdisc: a queue of 40 ms at the ceiling (see `leaf_args`)
 //! ```
 //!
 //! HTB gives exactly the semantics kraal promises, measured on this kind of machine: a pod
-//! class under its `rate` always sends; at its `ceil` it is held back (queued, not dropped:
-//! a local sender is held by TCP small queues, and forwarded flows from pod netns measured 0
-//! retransmits too); in between it may borrow only while the node class is under its own
-//! `rate`, the machine threshold. The
+//! class under its `rate` always sends; at its `ceil` it is held back (queued); in between it
+//! may borrow only while the node class is under its own `rate`, the machine threshold. The
 //! node class has no parent to borrow from, so that threshold is where the node stops —
 //! *before* the NIC, which then never has to drop blindly. Offline pods get a minimal rate and
 //! the lowest borrowing priority: they get only what online pods leave.
+//!
+//! How long a pod's queue may get is kraal's choice, not HTB's: a local sender is held back by
+//! TCP small queues, but packets forwarded from a pod netns, and everything a remote host
+//! sends, lost their socket on the way (IP receive orphans them), so nothing holds those
+//! senders but a full queue. With HTB's default leaf (1000 packets, each up to a 64 KB GSO
+//! packet) the sender's whole window queued: at a 50 Mbit/s cap, half a second, and each
+//! request of the pod waited that long behind its own bulk flow (hack/bench/bandwidth.sh).
 //!
 //! Egress: one hierarchy per uplink device ([`Hierarchy`]). Ingress: the uplink's ingress is
 //! redirected to an IFB ([`IngressRedirect`]) and the same kind of hierarchy sits on the IFB.
@@ -64,9 +70,68 @@ pub const PRIO_OFFLINE: u8 = 7;
 /// (HTB's default, rate / 10, would give a pod with a large guarantee most of the spare too,
 /// and complains above 200 000).
 pub const QUANTUM: u64 = 30_000;
-/// Packets a leaf class may queue: what HTB's leaves get from a normal NIC's txqueuelen. The
-/// IFB gets this txqueuelen too (its own default of 32 dropped bursts).
+/// Packets the default class may queue (HTB gives a leaf without a qdisc of its own a pfifo
+/// of the device's txqueuelen): a normal NIC's txqueuelen, which the IFB gets too (its own
+/// default of 32 dropped bursts). Pod classes get a queue of their own ([`Hierarchy::set_pod`]).
 pub const LEAF_QUEUE_PACKETS: u32 = 1000;
+
+/// How long a pod class's queue may get, at its ceiling. Measured at a 50 Mbit/s cap, one
+/// TCP flow and beside it a request/response flow of the same pod (hack/bench/bandwidth.sh, µs
+/// RTT): with HTB's default leaf a cubic sender's queue reached half a second (p99 request
+/// latency 510 ms); with 40 ms, p99 41 ms at the same rate and 11–24 retransmits in 10 s.
+/// Shorter costs BBR senders, which do not back off on loss and here keep 40–80 ms queued on
+/// their own (p99 63–87 ms with the default leaf): at 25–35 ms they lost 240–1200 segments in
+/// 10 s, at 40 ms 0–1140 depending on the run (the CNI bandwidth plugin with kraal's burst:
+/// 145–389). The plugin's queue is about as long (25 ms plus its burst). After a loss cubic
+/// needs a queue of ~0.43 × RTT to stay at the full rate, so this covers paths up to ~90 ms;
+/// the lab has no way to add delay, so that is not measured.
+const LEAF_QUEUE_MS: u64 = 40;
+/// A pod class's queue holds at least this (~22 full-size frames): at low ceilings the time
+/// above is a handful of packets, and drops then came so often that the pod's requests waited
+/// for retransmission timeouts (at 5 Mbit/s: p99 400 ms with 16 KB, 150 ms with 32 KB).
+const LEAF_QUEUE_MIN_BYTES: u64 = 32 * 1024;
+/// Up to this ceiling a pod's leaf splits GSO packets into segments; above it a plain bfifo.
+/// Measured retransmits in 8 s, one cubic flow, split against bfifo: 32–36 against 154–495 at
+/// 200 Mbit/s, 85 against 122 at 500 Mbit/s. At 1 Gbit/s one flow's window (4 MB) no longer
+/// fills the queue, the bfifo dropped nothing, and splitting only added per-packet work
+/// downstream (5–98 retransmits, from drops outside the qdisc on this 2-CPU machine); at
+/// 4 Gbit/s it cost 1–3% of the rate.
+const LEAF_SPLIT_MAX_BPS: u64 = 500_000_000;
+/// The rate of the splitting TBF: so far above any ceiling it is used for that its bucket
+/// refills a frame in ~0.1 µs and it (nearly) never holds a packet back; HTB does the shaping.
+const LEAF_SPLIT_RATE: &str = "100gbit";
+/// The splitting TBF passes packets up to `max(MTU, this) + LEAF_FRAME_SLACK` whole and
+/// splits larger GSO packets; a non-GSO packet above it would be dropped, so this covers
+/// jumbo frames even if the device's MTU is raised after the pod's class was set up. (A bucket
+/// of one 1500-byte frame split more and measured half the retransmits: 12 against 24.)
+const LEAF_JUMBO_MTU: u32 = 9216;
+/// Link-layer headers (Ethernet, VLAN tags) on top of the MTU, with room to spare.
+const LEAF_FRAME_SLACK: u32 = 256;
+
+/// The leaf qdisc of a pod class with ceiling `ceil_bps` on a device with MTU `mtu`, as the
+/// arguments of `tc qdisc replace ... parent <class>`.
+///
+/// A queue of [`LEAF_QUEUE_MS`] at the ceiling, counted in bytes: forwarded packets are GSO
+/// packets of 1.5 to 64 KB, so a packet count bounds nothing. Up to [`LEAF_SPLIT_MAX_BPS`] it is
+/// a TBF far above the ceiling rather than a bfifo, for one side effect: TBF splits a GSO
+/// packet bigger than its bucket into wire-size segments as it queues it, so a full queue
+/// drops segments, where a bfifo drops a whole GSO packet of up to 44 segments that TCP then
+/// resends. Measured at 50 Mbit/s, one cubic flow, 10 s, same rate throughout: with 25 ms
+/// queues bfifo 175–325 retransmits and p99 33 ms, splitting TBF 12–27 and 25 ms; with 40 ms
+/// bfifo 107–368 and 50 ms, splitting TBF 13–24 and 41 ms. This kernel has no
+/// fq_codel or cake, which would split GSO packets or drop early instead. The kernel logs
+/// "htb: tbf qdisc ... is non-work-conserving?" the first time a leaf's TBF holds a packet
+/// back (seen a few times over hundreds of leaves, no effect on the rate). `tc qdisc show`
+/// prints such a TBF's burst as "0b": it converts the bucket back from 64 ns ticks at 100
+/// Gbit/s; the kernel keeps the exact byte count it was given.
+fn leaf_args(ceil_bps: u64, mtu: u32) -> String {
+    let limit = (ceil_bps / 8 * LEAF_QUEUE_MS / 1000).max(LEAF_QUEUE_MIN_BYTES);
+    if ceil_bps > LEAF_SPLIT_MAX_BPS {
+        return format!("bfifo limit {limit}");
+    }
+    let frame = mtu.max(LEAF_JUMBO_MTU) + LEAF_FRAME_SLACK;
+    format!("tbf rate {LEAF_SPLIT_RATE} burst {frame} limit {limit}")
+}
 
 /// A tc handle `major:minor`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -273,7 +338,8 @@ pub struct ClassStats {
     /// Sent so far (link-layer bytes, GSO packets split).
     pub bytes: u64,
     pub packets: u64,
-    /// Dropped because the class's queue was full.
+    /// Dropped because the class's queue was full. Segments the leaf dropped after splitting
+    /// a GSO packet of which it kept some are not counted here (only in the leaf's own stats).
     pub drops: u64,
     /// Times a packet of the class had to wait because the class was over its limits: how
     /// often it was held back.
@@ -416,17 +482,28 @@ impl Hierarchy {
         ))
     }
 
-    /// Creates the pod class `minor`, or changes it in place: queued packets and the pod's
-    /// connections are untouched, and the new rates hold from the next dequeue (measured:
-    /// within the next 250 ms interval). A raised guarantee wants a fresh class instead; see
-    /// [`ClassRates::needs_fresh_class`].
+    /// Creates the pod class `minor` with its leaf queue (see `leaf_args`: 40 ms at the
+    /// ceiling), or changes both in place: queued packets and the pod's connections are
+    /// untouched, and the new rates hold from the next dequeue (measured: within the next
+    /// 250 ms interval). Only a ceiling crossing 500 Mbit/s, where the kind of leaf changes,
+    /// replaces the leaf and drops what it held. A raised guarantee wants a fresh class
+    /// instead; see [`ClassRates::needs_fresh_class`].
     pub fn set_pod(&self, minor: u16, rates: &ClassRates) -> Result<ClassId> {
         if !(FIRST_POD_MINOR..=LAST_POD_MINOR).contains(&minor) {
             return Err(Error::InvalidMinor(minor));
         }
         let rates = rates.checked()?;
         self.set_class(minor, &rates)?;
-        tracing::info!(device = %self.device, class = %self.class_id(minor), ?rates, "pod class set");
+        let mtu = netlink::mtu(&self.device.netns, self.device.ifindex()?)?;
+        let leaf = leaf_args(rates.ceil_bps, mtu);
+        // No handle: the kernel picks one for a new leaf, and `replace` of the same kind
+        // without a handle changes the existing one.
+        self.tc(&format!(
+            "qdisc replace dev {} parent {} {leaf}",
+            self.device.name,
+            self.class_id(minor)
+        ))?;
+        tracing::info!(device = %self.device, class = %self.class_id(minor), ?rates, %leaf, "pod class set");
         Ok(self.class_id(minor))
     }
 
@@ -516,9 +593,10 @@ impl IngressRedirect {
         Ok(format!("kraal-ifb{}", device.ifindex()?))
     }
 
-    /// Creates the IFB (or adopts it), brings it up, and redirects everything arriving on
-    /// `device` to it with a match-all u32 filter and mirred, after any filter of other
-    /// software. Idempotent.
+    /// Creates the IFB (or adopts it), gives it `device`'s MTU (what the pod classes' leaves
+    /// size their frames by), brings it up, and redirects everything arriving on `device` to
+    /// it with a match-all u32 filter and mirred, after any filter of other software.
+    /// Idempotent.
     pub fn ensure(device: Device) -> Result<IngressRedirect> {
         let ifb = Device::new(device.netns.clone(), IngressRedirect::ifb_name(&device)?);
         let netns = &device.netns;
@@ -529,15 +607,16 @@ impl IngressRedirect {
                 &words(&format!("link add {} type ifb", ifb.name)),
             )?;
         }
+        let ifindex = device.ifindex()?;
+        let mtu = netlink::mtu(netns, ifindex)?;
         tc::run(
             netns,
             "ip",
             &words(&format!(
-                "link set dev {} txqueuelen {LEAF_QUEUE_PACKETS} up",
+                "link set dev {} mtu {mtu} txqueuelen {LEAF_QUEUE_PACKETS} up",
                 ifb.name
             )),
         )?;
-        let ifindex = device.ifindex()?;
         let qdiscs = netlink::dump(netns, Object::Qdisc, ifindex)?;
         // clsact and ingress both provide the ingress hook at ffff:fff1.
         if !qdiscs
@@ -695,6 +774,27 @@ mod tests {
             "htb rate 1bit ceil 2bit burst 3 cburst 3 quantum 30000 prio 4"
         );
         assert!(ClassRates { rate_bps: 3, ..c }.checked().is_err());
+    }
+
+    #[test]
+    fn pod_leaves_hold_40_ms_and_split_gso_packets_up_to_500_mbit() {
+        assert_eq!(
+            leaf_args(50_000_000, 1500),
+            "tbf rate 100gbit burst 9472 limit 250000"
+        );
+        // Jumbo frames above the floor pass whole.
+        assert_eq!(
+            leaf_args(50_000_000, 65535),
+            "tbf rate 100gbit burst 65791 limit 250000"
+        );
+        // At least 32 KiB, however low the ceiling.
+        assert_eq!(
+            leaf_args(MIN_RATE_BPS, 1500),
+            "tbf rate 100gbit burst 9472 limit 32768"
+        );
+        assert!(leaf_args(500_000_000, 1500).starts_with("tbf "));
+        assert_eq!(leaf_args(1_000_000_000, 1500), "bfifo limit 5000000");
+        assert_eq!(leaf_args(4_000_000_000, 1500), "bfifo limit 20000000");
     }
 
     #[test]

@@ -29,6 +29,8 @@ const BPFFS: &str = "/sys/fs/bpf";
 pub const NODE_UPLINK: &str = "up0";
 pub const NODE_ADDR: &str = "10.77.0.1";
 pub const PEER_ADDR: &str = "10.77.0.2";
+/// The far end's address in a [`Lab::routed`] lab.
+pub const FAR_ADDR: &str = "10.79.0.2";
 
 static TRAFFIC: Mutex<()> = Mutex::new(());
 
@@ -51,6 +53,18 @@ fn ip(args: &str) {
     run(Command::new("ip").args(args.split_whitespace()));
 }
 
+/// Sets a sysctl inside network namespace `netns` (the `net.*` ones are per namespace).
+pub fn sysctl(netns: &str, key: &str, value: &str) {
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        netns,
+        "sysctl",
+        "-qw",
+        &format!("{key}={value}"),
+    ]));
+}
+
 /// A pod with its own network namespace, wired to the node by a veth.
 pub struct PodNet {
     pub netns: String,
@@ -63,7 +77,12 @@ pub struct PodNet {
 pub struct Lab {
     pub prefix: String,
     pub node: String,
+    /// The namespace at the other end of the uplink.
     pub peer: String,
+    /// Where remote traffic starts and ends: the peer itself, or in a [`Lab::routed`] lab the
+    /// namespace one hop behind it.
+    pub remote: String,
+    pub remote_addr: String,
     netns: Vec<String>,
     cgroups: Vec<PathBuf>,
     cgroup_root: PathBuf,
@@ -80,6 +99,8 @@ impl Lab {
         let mut lab = Lab {
             node: format!("{prefix}n"),
             peer: format!("{prefix}r"),
+            remote: format!("{prefix}r"),
+            remote_addr: PEER_ADDR.into(),
             prefix,
             netns: Vec::new(),
             cgroups: Vec::new(),
@@ -101,14 +122,43 @@ impl Lab {
         ip(&format!("-n {r} addr add {PEER_ADDR}/24 dev dn0"));
         ip(&format!("-n {r} link set dn0 up"));
         ip(&format!("-n {r} route add 10.78.0.0/16 via {NODE_ADDR}"));
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            n,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]));
+        sysctl(n, "net.ipv4.ip_forward", "1");
+        lab
+    }
+
+    /// A lab whose remote end sits one routed hop behind the peer:
+    ///
+    /// ```text
+    ///  far netns                 peer netns (router)                 node netns
+    ///  eth0 10.79.0.2 ──veth── fw0 10.79.0.1, dn0 10.77.0.2 ──veth── up0 10.77.0.1
+    /// ```
+    ///
+    /// As on a real network, packets of a remote sender reach the node without their socket:
+    /// the router's IP receive path orphans them. With the peer as the sender, its packets
+    /// would still belong to its socket while they wait in the node's IFB, and TCP small
+    /// queues would hold it back as if that queue were its own.
+    pub fn routed(tag: &str) -> Lab {
+        let mut lab = Lab::new(tag);
+        let far = format!("{}f", lab.prefix);
+        ip(&format!("netns add {far}"));
+        lab.netns.push(far.clone());
+        let r = &lab.peer;
+        ip(&format!("-n {far} link set lo up"));
+        ip(&format!(
+            "-n {r} link add fw0 type veth peer name eth0 netns {far}"
+        ));
+        ip(&format!("-n {r} addr add 10.79.0.1/24 dev fw0"));
+        ip(&format!("-n {r} link set fw0 up"));
+        ip(&format!("-n {far} addr add {FAR_ADDR}/24 dev eth0"));
+        ip(&format!("-n {far} link set eth0 up"));
+        ip(&format!("-n {far} route add default via 10.79.0.1"));
+        ip(&format!(
+            "-n {} route add 10.79.0.0/24 via {PEER_ADDR}",
+            lab.node
+        ));
+        sysctl(r, "net.ipv4.ip_forward", "1");
+        lab.remote = far;
+        lab.remote_addr = FAR_ADDR.into();
         lab
     }
 
@@ -185,6 +235,11 @@ impl Drop for Lab {
 pub struct Proc(Option<Child>);
 
 impl Proc {
+    /// Takes over a child process started some other way.
+    pub fn new(child: Child) -> Proc {
+        Proc(Some(child))
+    }
+
     pub fn pid(&self) -> u32 {
         self.0.as_ref().map(Child::id).unwrap_or(0)
     }
@@ -248,9 +303,10 @@ pub fn command(
 }
 
 /// An iperf3 server for one test, in `netns` and the pod cgroup `cgroup`, listening on
-/// `addr:port`; returns once it listens.
+/// `addr:port`; returns once it listens. It reports in JSON, so that a client with
+/// [`Client::server_output`] gets the receiver's own intervals.
 pub fn iperf_server(netns: &str, cgroup: Option<&Path>, addr: &str, port: u16) -> Proc {
-    let args: Vec<String> = ["-s", "-1", "-B", addr, "-p", &port.to_string()]
+    let args: Vec<String> = ["-s", "-1", "-J", "-B", addr, "-p", &port.to_string()]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -295,6 +351,8 @@ pub struct Report {
     /// Per interval, as measured by the client (the receiver with `-R`), bits/s.
     pub intervals: Vec<f64>,
     pub interval_secs: f64,
+    /// Per interval as the server measured it, with [`Client::server_output`], bits/s.
+    pub server_intervals: Vec<f64>,
 }
 
 impl Report {
@@ -318,6 +376,11 @@ pub struct Client {
     pub interval: f64,
     /// Run the client itself inside this pod cgroup (the pod opens the connection).
     pub cgroup: Option<PathBuf>,
+    /// Ask for the server's report too (`--get-server-output`): without `-R` the server is
+    /// the receiver, and only its intervals say what arrived when.
+    pub server_output: bool,
+    /// `-C`: the sender's congestion control (the namespace default otherwise).
+    pub congestion: Option<String>,
 }
 
 impl Client {
@@ -332,6 +395,8 @@ impl Client {
             udp_bps: None,
             interval: 1.0,
             cgroup: None,
+            server_output: false,
+            congestion: None,
         }
     }
 
@@ -353,6 +418,12 @@ impl Client {
         ];
         if self.reverse {
             a.push("-R".into());
+        }
+        if self.server_output {
+            a.push("--get-server-output".into());
+        }
+        if let Some(cc) = &self.congestion {
+            a.extend(["-C".into(), cc.clone()]);
         }
         if let Some(bps) = self.udp_bps {
             a.extend([
@@ -407,20 +478,23 @@ impl Running {
             .unwrap_or(0.0);
         let sent_bps = end["sum_sent"]["bits_per_second"].as_f64().unwrap_or(0.0);
         let retransmits = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-        let intervals = v["intervals"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let intervals = |v: &serde_json::Value| -> Vec<f64> {
+            v["intervals"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         Report {
             received_bps,
             sent_bps,
             retransmits,
-            intervals,
+            intervals: intervals(&v),
             interval_secs: self.interval,
+            server_intervals: intervals(&v["server_output_json"]),
         }
     }
 }
