@@ -140,7 +140,7 @@ pub fn attach(
                 if let Some(rates) = wanted(policy, dir, shaper.widest(dir)) {
                     let minor = shaper.free_minor(dir, &records)?;
                     *slot(&mut record.bandwidth, dir) = Some(PodClass::new(minor, &rates));
-                    shaper.set_class(dir, minor, &rates)?;
+                    shaper.set_class(dir, minor, &rates, record.host_network)?;
                 }
             }
             let settings = kernel_settings(&record.bandwidth);
@@ -206,13 +206,13 @@ pub fn apply_live(
                         retired.push((dir, old.minor));
                     }
                     (Some(old), Some(rates)) if !old.rates().needs_fresh_class(&rates) => {
-                        shaper.set_class(dir, old.minor, &rates)?;
+                        shaper.set_class(dir, old.minor, &rates, record.host_network)?;
                         *slot(&mut record.bandwidth, dir) = Some(PodClass::new(old.minor, &rates));
                     }
                     (old, Some(rates)) => {
                         let minor = shaper.free_minor(dir, &records)?;
                         *slot(&mut record.bandwidth, dir) = Some(PodClass::new(minor, &rates));
-                        shaper.set_class(dir, minor, &rates)?;
+                        shaper.set_class(dir, minor, &rates, record.host_network)?;
                         retired.extend(old.map(|o| (dir, o.minor)));
                     }
                 }

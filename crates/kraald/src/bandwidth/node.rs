@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use kraal_ebpf::{BandwidthPrograms, PodId};
 use kraal_net::Netns;
 use kraal_net::shaping::{
-    ClassRates, Device, EGRESS_MAJOR, Hierarchy, INGRESS_MAJOR, IngressRedirect, NodeRates,
+    ClassRates, Device, EGRESS_MAJOR, Hierarchy, INGRESS_MAJOR, IngressRedirect, NodeRates, Queue,
     free_minor,
 };
 
@@ -266,13 +266,22 @@ impl Shaper {
         dir: Direction,
         minor: u16,
         rates: &ClassRates,
+        host_network: bool,
     ) -> Result<(), ShapeError> {
+        // A hostNetwork pod's egress leaves its own sockets, which TCP small queues hold back:
+        // it keeps HTB's queue. Everything else has lost its socket and gets a short one.
+        let queue = if dir == Direction::Egress && host_network {
+            Queue::Default
+        } else {
+            Queue::Short
+        };
         for h in self.hierarchies(dir) {
-            h.set_pod(minor, rates).map_err(failed(format_args!(
-                "setting the {} class on {}",
-                dir.name(),
-                h.device()
-            )))?;
+            h.set_pod_queue(minor, rates, queue)
+                .map_err(failed(format_args!(
+                    "setting the {} class on {}",
+                    dir.name(),
+                    h.device()
+                )))?;
         }
         Ok(())
     }
