@@ -24,6 +24,21 @@ struct TestNet {
     dnat_chains_before: BTreeSet<String>,
     /// Whether portmap's shared chains existed before (then they are not ours to remove).
     shared_chains_existed: bool,
+    /// Held for the test's whole life (dropped last): the leftover checks compare the node's
+    /// iptables before and after, which another test's pods would change meanwhile (cargo
+    /// runs a file's tests on parallel threads).
+    _lock: std::fs::File,
+}
+
+const LOCK: &str = "/run/lock/kraal-e2e-network.lock";
+
+fn lock_node() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::create(LOCK).unwrap_or_else(|e| panic!("{LOCK}: {e}"));
+    // SAFETY: flock on a file descriptor this function owns.
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock {LOCK}");
+    lock
 }
 
 const SHARED_CHAINS: [&str; 3] = [
@@ -57,6 +72,7 @@ impl TestNet {
         for sub in ["conf", "bin", "ipam"] {
             std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
         }
+        let lock = lock_node();
         let pid = std::process::id();
         let rules = nat_rules();
         let net = TestNet {
@@ -67,6 +83,7 @@ impl TestNet {
             dnat_chains_before: dnat_chains(),
             shared_chains_existed: rules.contains(&format!("-N {}", SHARED_CHAINS[0])),
             dir,
+            _lock: lock,
         };
         net.write_conflist("10-test.conflist", &[]);
         net
