@@ -20,23 +20,7 @@ const EADDRNOTAVAIL: i32 = 99;
 /// A busybox container that sleeps, with socktool at /socktool and the host's libc beside it.
 fn probe(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
     let mut config = shell_container(name, image, script);
-    let libs = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
-    let mut mounts = vec![
-        (SOCKTOOL.to_string(), "/socktool".to_string()),
-        (libs, format!("/lib/{}-linux-gnu", std::env::consts::ARCH)),
-    ];
-    if std::path::Path::new("/usr/lib64").exists() {
-        mounts.push(("/usr/lib64".into(), "/lib64".into()));
-    }
-    config.mounts = mounts
-        .into_iter()
-        .map(|(host_path, container_path)| cri::Mount {
-            container_path,
-            host_path,
-            readonly: true,
-            ..Default::default()
-        })
-        .collect();
+    config.mounts = host_binary_mounts(&[(SOCKTOOL, "/socktool")]);
     config
 }
 

@@ -133,3 +133,44 @@ TOML
 TOML
   } >"$dir/config.toml"
 }
+
+# Takes down both runtimes of a side-by-side run: on failure the ends of their logs, then their
+# pods through CRI while they still run (kraal's pods outlive kraald; each runtime's own CNI DEL
+# runs), the daemons, and whatever is left of ours — monitors, shims, the pods' processes (by
+# cgroup), mounts under the work dir, the cgroup tree.
+# Usage: stop_runtimes RC WORK BENCH KRAALD_PID CONTAINERD_PID CGROUP_ROOT
+stop_runtimes() {
+  local rc=$1 work=$2 bench=$3 kraald_pid=$4 containerd_pid=$5 cg_root=$6 pid
+  if [ "$rc" -ne 0 ]; then
+    [ -s "$work/kraal/log" ] && { say "end of kraald's log ($work/kraal/log):"; tail -n 40 "$work/kraal/log" >&2; }
+    [ -s "$work/containerd/log" ] && { say "end of containerd's log:"; tail -n 20 "$work/containerd/log" >&2; }
+  fi
+  if [ -n "$kraald_pid" ] && kill -0 "$kraald_pid" 2>/dev/null; then
+    timeout 300 "$bench" --socket "$work/kraal/kraal.sock" --runtime kraal clean >/dev/null ||
+      say "cleanup: removing kraal's pods through CRI failed; removing what is left"
+  fi
+  if [ -n "$containerd_pid" ] && kill -0 "$containerd_pid" 2>/dev/null; then
+    timeout 300 "$bench" --socket "$work/containerd/containerd.sock" --runtime containerd clean >/dev/null ||
+      say "cleanup: removing containerd's pods through CRI failed; removing what is left"
+  fi
+  stop_pid "$kraald_pid"
+  stop_pid "$containerd_pid"
+  for pid in $(our_procs kraal-monitor "$work/ks/") $(our_procs containerd-shim-runc-v2 "$work/containerd/"); do
+    say "cleanup: killing leftover $(cat "/proc/$pid/comm" 2>/dev/null) $pid"
+    kill -KILL "$pid" 2>/dev/null
+  done
+  kill_cgroup_tree "$cg_root"
+  unmount_under "$work" || say "cleanup: mounts under $work would not go away"
+  remove_cgroup_tree "$cg_root"
+}
+
+# Stops the run's registry and removes its work dir, unless something is still mounted there.
+remove_work_dir() {
+  local work=$1
+  hack/registry.sh stop "$work/registry" >/dev/null 2>&1
+  if awk -v r="$work" 'index($5, r "/") == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
+    say "cleanup: something is still mounted under $work; leaving it in place"
+  else
+    rm -rf --one-file-system "$work"
+  fi
+}

@@ -162,31 +162,10 @@ remove_network() {
 }
 
 cleanup() {
-  local rc=$? pid left
+  local rc=$? left
   trap - EXIT INT TERM
   set +e
-  if [ "$rc" -ne 0 ]; then
-    [ -s "$work/kraal/log" ] && { say "end of kraald's log ($work/kraal/log):"; tail -n 40 "$work/kraal/log" >&2; }
-    [ -s "$work/containerd/log" ] && { say "end of containerd's log:"; tail -n 20 "$work/containerd/log" >&2; }
-  fi
-  # Pods first, through CRI, while the daemons still run: the runtimes' own CNI DEL.
-  if [ -n "$kraald_pid" ] && kill -0 "$kraald_pid" 2>/dev/null; then
-    timeout 300 "$bench" --socket "$work/kraal/kraal.sock" --runtime kraal clean >/dev/null ||
-      say "cleanup: removing kraal's pods through CRI failed; removing what is left"
-  fi
-  if [ -n "$containerd_pid" ] && kill -0 "$containerd_pid" 2>/dev/null; then
-    timeout 300 "$bench" --socket "$work/containerd/containerd.sock" --runtime containerd clean >/dev/null ||
-      say "cleanup: removing containerd's pods through CRI failed; removing what is left"
-  fi
-  stop_pid "$kraald_pid"
-  stop_pid "$containerd_pid"
-  for pid in $(our_procs kraal-monitor "$work/ks/") $(our_procs containerd-shim-runc-v2 "$work/containerd/"); do
-    say "cleanup: killing leftover $(cat "/proc/$pid/comm" 2>/dev/null) $pid"
-    kill -KILL "$pid" 2>/dev/null
-  done
-  kill_cgroup_tree "$cg_root"
-  unmount_under "$work" || say "cleanup: mounts under $work would not go away"
-  remove_cgroup_tree "$cg_root"
+  stop_runtimes "$rc" "$work" "$bench" "$kraald_pid" "$containerd_pid" "$cg_root"
   remove_network
   left=$(network_leftovers)
   [ -d "/sys/class/net/$bridge" ] && left="$left${left:+$'\n'}bridge $bridge"
@@ -196,12 +175,7 @@ cleanup() {
   else
     say "cleanup: nothing of the run left (bridge $bridge, veths, netns, IPAM, CNI cache, iptables)"
   fi
-  hack/registry.sh stop "$work/registry" >/dev/null 2>&1
-  if awk -v r="$work" 'index($5, r "/") == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
-    say "cleanup: something is still mounted under $work; leaving it in place"
-  else
-    rm -rf --one-file-system "$work"
-  fi
+  remove_work_dir "$work"
   exit "$rc"
 }
 trap cleanup EXIT

@@ -65,38 +65,11 @@ monitor_pids() { our_procs kraal-monitor "$work/ks/"; }
 shim_pids() { our_procs containerd-shim-runc-v2 "$work/containerd/"; }
 
 cleanup() {
-  local rc=$? pid
+  local rc=$?
   trap - EXIT INT TERM
   set +e
-  if [ "$rc" -ne 0 ]; then
-    [ -s "$work/kraal/log" ] && { say "end of kraald's log ($work/kraal/log):"; tail -n 40 "$work/kraal/log" >&2; }
-    [ -s "$work/containerd/log" ] && { say "end of containerd's log:"; tail -n 20 "$work/containerd/log" >&2; }
-  fi
-  # Pods first, through CRI, while the daemons still run (kraal's pods outlive kraald).
-  if [ -n "$kraald_pid" ] && kill -0 "$kraald_pid" 2>/dev/null; then
-    timeout 300 "$bench" --socket "$work/kraal/kraal.sock" --runtime kraal clean >/dev/null ||
-      say "cleanup: removing kraal's pods through CRI failed; killing what is left"
-  fi
-  if [ -n "$containerd_pid" ] && kill -0 "$containerd_pid" 2>/dev/null; then
-    timeout 300 "$bench" --socket "$work/containerd/containerd.sock" --runtime containerd clean >/dev/null ||
-      say "cleanup: removing containerd's pods through CRI failed; killing what is left"
-  fi
-  stop_pid "$kraald_pid"
-  stop_pid "$containerd_pid"
-  # Whatever is left of ours: monitors, shims, then the pods' processes (by cgroup).
-  for pid in $(monitor_pids) $(shim_pids); do
-    say "cleanup: killing leftover $(cat "/proc/$pid/comm" 2>/dev/null) $pid"
-    kill -KILL "$pid" 2>/dev/null
-  done
-  kill_cgroup_tree "$cg_root"
-  unmount_under "$work" || say "cleanup: mounts under $work would not go away"
-  remove_cgroup_tree "$cg_root"
-  hack/registry.sh stop "$work/registry" >/dev/null 2>&1
-  if awk -v r="$work" 'index($5, r "/") == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
-    say "cleanup: something is still mounted under $work; leaving it in place"
-  else
-    rm -rf --one-file-system "$work"
-  fi
+  stop_runtimes "$rc" "$work" "$bench" "$kraald_pid" "$containerd_pid" "$cg_root"
+  remove_work_dir "$work"
   exit "$rc"
 }
 trap cleanup EXIT

@@ -492,19 +492,7 @@ impl BandwidthPrograms {
     /// nothing was there.
     pub fn detach(&mut self, pod: PodId) -> Result<bool> {
         let dir = self.pod_dir(pod);
-        let mut found = false;
-        if dir.exists() {
-            for entry in std::fs::read_dir(&dir).map_err(io("listing", &dir))? {
-                let path = entry.map_err(io("listing", &dir))?.path();
-                // The link may already be detached (its cgroup removed): unpinning still frees it.
-                if let Err(e) = crate::sys::detach_pinned_link(&path) {
-                    tracing::debug!(pin = %path.display(), error = %e, "link detach");
-                }
-                std::fs::remove_file(&path).map_err(io("unpinning", &path))?;
-            }
-            std::fs::remove_dir(&dir).map_err(io("removing", &dir))?;
-            found = true;
-        }
+        let mut found = crate::pins::unpin_pod(&dir)?;
         found |= removed(self.pods.remove(&pod.0), MAP_PODS)?;
         found |= removed(self.stats.remove(&pod.0), MAP_STATS)?;
         removed(self.buckets.remove(&pod.0), MAP_BUCKETS)?;
@@ -524,34 +512,19 @@ impl BandwidthPrograms {
 
     /// Pods with pinned links under this loader's root.
     pub fn list(&self) -> Result<Vec<AttachedBandwidthPod>> {
-        let pods_dir = self.root.join("pods");
-        let mut pods = Vec::new();
-        for entry in std::fs::read_dir(&pods_dir).map_err(io("listing", &pods_dir))? {
-            let entry = entry.map_err(io("listing", &pods_dir))?;
-            let Some(id) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let mut hooks = Vec::new();
-            for pin in std::fs::read_dir(entry.path()).map_err(io("listing", entry.path()))? {
-                let pin = pin.map_err(io("listing", entry.path()))?;
-                if let Some(hook) = pin.file_name().to_str().and_then(BandwidthHook::from_name) {
-                    hooks.push(hook);
-                }
-            }
-            hooks.sort();
-            let settings = self
-                .pods
-                .get(&id, 0)
-                .ok()
-                .map(|kb| PodBandwidth::from_kb(&kb));
-            pods.push(AttachedBandwidthPod {
+        let pinned = crate::pins::pinned_pods(&self.root.join("pods"), BandwidthHook::from_name)?;
+        Ok(pinned
+            .into_iter()
+            .map(|(id, hooks)| AttachedBandwidthPod {
                 pod: PodId(id),
                 hooks,
-                settings,
-            });
-        }
-        pods.sort_by_key(|p| p.pod);
-        Ok(pods)
+                settings: self
+                    .pods
+                    .get(&id, 0)
+                    .ok()
+                    .map(|kb| PodBandwidth::from_kb(&kb)),
+            })
+            .collect())
     }
 
     /// The pod's counters since it was attached, summed over CPUs.

@@ -23,6 +23,7 @@ mod bandwidth;
 mod error;
 mod fs;
 mod hooks;
+mod pins;
 mod ports;
 mod programs;
 mod sys;

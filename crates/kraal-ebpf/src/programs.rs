@@ -362,19 +362,7 @@ impl PortPrograms {
     /// its map entries. Returns false if nothing was attached.
     pub fn detach(&mut self, pod: PodId) -> Result<bool> {
         let dir = self.pod_dir(pod);
-        let mut found = false;
-        if dir.exists() {
-            for entry in std::fs::read_dir(&dir).map_err(io("listing", &dir))? {
-                let path = entry.map_err(io("listing", &dir))?.path();
-                // The link may already be detached (its cgroup removed): unpinning still frees it.
-                if let Err(e) = crate::sys::detach_pinned_link(&path) {
-                    tracing::debug!(pin = %path.display(), error = %e, "link detach");
-                }
-                std::fs::remove_file(&path).map_err(io("unpinning", &path))?;
-            }
-            std::fs::remove_dir(&dir).map_err(io("removing", &dir))?;
-            found = true;
-        }
+        let mut found = crate::pins::unpin_pod(&dir)?;
         match self.pods.get(&pod.0, 0) {
             Ok(record) => {
                 // Sockets the pod leaves behind are no longer seen closing: a new generation
@@ -429,34 +417,19 @@ impl PortPrograms {
 
     /// Pods with pinned links under this loader's root.
     pub fn list(&self) -> Result<Vec<AttachedPod>> {
-        let pods_dir = self.root.join("pods");
-        let mut pods = Vec::new();
-        for entry in std::fs::read_dir(&pods_dir).map_err(io("listing", &pods_dir))? {
-            let entry = entry.map_err(io("listing", &pods_dir))?;
-            let Some(id) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let mut hooks = Vec::new();
-            for pin in std::fs::read_dir(entry.path()).map_err(io("listing", entry.path()))? {
-                let pin = pin.map_err(io("listing", entry.path()))?;
-                if let Some(hook) = pin.file_name().to_str().and_then(Hook::from_name) {
-                    hooks.push(hook);
-                }
-            }
-            hooks.sort();
-            let ports = self
-                .pods
-                .get(&id, 0)
-                .ok()
-                .map(|p| PodPorts::from_cfg(&p.cfg));
-            pods.push(AttachedPod {
+        let pinned = crate::pins::pinned_pods(&self.root.join("pods"), Hook::from_name)?;
+        Ok(pinned
+            .into_iter()
+            .map(|(id, hooks)| AttachedPod {
                 pod: PodId(id),
                 hooks,
-                ports,
-            });
-        }
-        pods.sort_by_key(|p| p.pod);
-        Ok(pods)
+                ports: self
+                    .pods
+                    .get(&id, 0)
+                    .ok()
+                    .map(|p| PodPorts::from_cfg(&p.cfg)),
+            })
+            .collect())
     }
 
     fn state(&self, pod: PodId) -> Result<KpState> {

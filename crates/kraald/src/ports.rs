@@ -18,7 +18,6 @@ use crate::runtime::Runtime;
 use crate::state::{PodPorts, SandboxRecord, SandboxState};
 
 const HOST_EPHEMERAL_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
-const BPFFS: &str = "/sys/fs/bpf";
 /// What a new network namespace starts with; a pod whose lists go away gets it back.
 const NETNS_DEFAULT_RANGE: (u16, u16) = (32768, 60999);
 
@@ -223,11 +222,7 @@ impl LazyPrograms {
 /// Loads (or re-adopts) the port programs pinned under the config's bpffs directory.
 fn load_programs(config: &Config) -> Result<PortPrograms, String> {
     let root = config.bpf_pin_root();
-    if root.starts_with(BPFFS) {
-        kraal_ebpf::ensure_bpffs(Path::new(BPFFS))
-            .map_err(|e| format!("mounting bpffs on {BPFFS}: {e}"))?;
-    }
-    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    crate::runtime::bpf_pin_dir(&root)?;
     PortPrograms::load(&root).map_err(|e| format!("loading the port programs: {e}"))
 }
 

@@ -8,7 +8,6 @@
 //! programs of pods kraal no longer knows, so a restart neither duplicates nor leaks.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Mutex;
 
 use kraal_ebpf::{BandwidthPrograms, PodId};
@@ -22,7 +21,6 @@ use crate::config::{BandwidthConfig, Config};
 use crate::runtime::Runtime;
 use crate::state::{PodBandwidth, SandboxRecord};
 
-const BPFFS: &str = "/sys/fs/bpf";
 const LOOPBACK: &str = "lo";
 /// Loopback carries what the CPUs can copy. Its node class gets a capacity no pod's ceiling
 /// reaches, so that on loopback only the pods' own limits apply: there is no NIC to protect.
@@ -361,11 +359,7 @@ pub fn class_of(bandwidth: &PodBandwidth, dir: Direction) -> Option<&crate::stat
 /// Loads (or re-adopts) the bandwidth programs pinned under the config's bpffs directory.
 fn load_programs(config: &Config) -> Result<BandwidthPrograms, String> {
     let root = config.bandwidth_pin_root();
-    if root.starts_with(BPFFS) {
-        kraal_ebpf::ensure_bpffs(Path::new(BPFFS))
-            .map_err(|e| format!("mounting bpffs on {BPFFS}: {e}"))?;
-    }
-    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    crate::runtime::bpf_pin_dir(&root)?;
     BandwidthPrograms::load(&root).map_err(|e| format!("loading the bandwidth programs: {e}"))
 }
 
