@@ -33,6 +33,7 @@ pub struct Config {
     pub ports: PortsConfig,
     pub bandwidth: BandwidthConfig,
     pub cni: CniConfig,
+    pub streaming: StreamingConfig,
 }
 
 /// Pod networking through CNI: where the network config and the plugins are.
@@ -118,6 +119,43 @@ impl BandwidthConfig {
             .map_err(|e| {
                 format!("{e}; expected a bit rate like \"10G\" or \"\" for the link speed")
             })
+    }
+}
+
+/// The exec / attach / port-forward streaming server (the URLs `Exec`, `Attach` and
+/// `PortForward` return).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Where it listens. Loopback with a kernel-chosen port by default (containerd does the
+    /// same): kubelet, the only client in a cluster, runs on the node.
+    pub address: std::net::SocketAddr,
+    /// `scheme://host:port` put in the URLs instead of the bound address; needed when
+    /// listening on a wildcard address. Empty: derived from the bound address.
+    pub base_url: String,
+    /// PEM certificate and key: both set serves HTTPS, both empty plain HTTP.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// How long a URL stays usable (each is single-use in any case).
+    pub token_ttl_seconds: u64,
+    /// Sessions served at once; more are refused (HTTP 503).
+    pub max_concurrent_streams: usize,
+    /// A session with no traffic either way for this long is closed (kubelet's
+    /// streamingConnectionIdleTimeout default is 4h).
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            base_url: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            token_ttl_seconds: 60,
+            max_concurrent_streams: 128,
+            idle_timeout_seconds: 4 * 3600,
+        }
     }
 }
 
@@ -235,6 +273,7 @@ impl Default for Config {
             ports: PortsConfig::default(),
             bandwidth: BandwidthConfig::default(),
             cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -494,6 +533,39 @@ impl Config {
                 "expected a group name or number",
             ));
         }
+        let streaming = &self.streaming;
+        if streaming.tls_cert.as_os_str().is_empty() != streaming.tls_key.as_os_str().is_empty() {
+            return Err(invalid(
+                "streaming.tls_cert",
+                streaming.tls_cert.display().to_string(),
+                "tls_cert and tls_key go together: set both for HTTPS, or neither",
+            ));
+        }
+        if streaming.token_ttl_seconds == 0 || streaming.idle_timeout_seconds == 0 {
+            return Err(invalid(
+                "streaming.token_ttl_seconds",
+                format!(
+                    "{} (idle_timeout_seconds {})",
+                    streaming.token_ttl_seconds, streaming.idle_timeout_seconds
+                ),
+                "token_ttl_seconds and idle_timeout_seconds must be at least 1",
+            ));
+        }
+        if streaming.max_concurrent_streams == 0 {
+            return Err(invalid(
+                "streaming.max_concurrent_streams",
+                "0".into(),
+                "expected at least 1",
+            ));
+        }
+        let base = streaming.base_url.trim();
+        if !base.is_empty() && !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(invalid(
+                "streaming.base_url",
+                base.to_string(),
+                "expected http://host:port or https://host:port, or empty",
+            ));
+        }
         self.registry
             .validate()
             .map_err(|err| ConfigError::Invalid {
@@ -563,6 +635,18 @@ mod tests {
         assert!(err.to_string().contains("cni.bin_dirs"), "{err}");
         let config = parse("[cni]\nplugin_timeout = \"1m30s\"\n").expect("parses");
         assert_eq!(config.cni.timeout(), std::time::Duration::from_secs(90));
+    }
+
+    #[test]
+    fn streaming_settings_are_checked() {
+        let config = parse("[streaming]\naddress = \"127.0.0.1:10010\"\n").expect("parses");
+        assert_eq!(config.streaming.address.port(), 10010);
+        let err = parse("[streaming]\ntls_cert = \"/c.pem\"\n").expect_err("cert without key");
+        assert!(err.to_string().contains("tls_key"), "{err}");
+        let err = parse("[streaming]\nmax_concurrent_streams = 0\n").expect_err("zero streams");
+        assert!(err.to_string().contains("max_concurrent_streams"), "{err}");
+        let err = parse("[streaming]\naddress = \"localhost\"\n").expect_err("no port");
+        assert!(err.to_string().contains("address"), "{err}");
     }
 
     #[test]

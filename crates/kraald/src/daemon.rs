@@ -67,13 +67,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let image = ImageHandler::new(images, in_use);
     let admin = AdminHandler::new(runtime.clone());
-    let runtime = RuntimeHandler::new(runtime);
+    let streams = Arc::new(crate::streaming::start(&config.streaming, runtime.clone()).await?);
+    let runtime = RuntimeHandler::new(runtime, streams.clone());
 
     tracing::info!(
         socket = %config.socket.display(),
         admin_socket = %admin_path.display(),
         root = %config.root.display(),
         state = %config.state.display(),
+        streaming = %streams.base_url(),
         version = env!("CARGO_PKG_VERSION"),
         "kraald serving CRI v1"
     );

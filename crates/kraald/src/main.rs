@@ -17,6 +17,7 @@ mod ports;
 mod runtime;
 mod socket;
 mod state;
+mod streaming;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -10,6 +10,7 @@ use kraal_api::runtime::v1 as cri;
 use kraal_api::runtime::v1::image_service_client::ImageServiceClient;
 
 mod pods;
+mod streaming;
 
 #[derive(Parser)]
 struct Cli {
@@ -43,6 +44,8 @@ enum Command {
     Fill(pods::FillArgs),
     /// Stops and removes every container and pod of the runtime.
     Clean,
+    /// Exec round trip (ExecSync and streaming Exec of `true`) and port-forward throughput.
+    Streaming(streaming::StreamingArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sandboxes(args) => pods::sandboxes(channel, &cli.runtime, args).await?,
         Command::Fill(args) => pods::fill(channel, &cli.runtime, args).await?,
         Command::Clean => pods::clean(channel, &cli.runtime).await?,
+        Command::Streaming(args) => streaming::streaming(channel, &cli.runtime, args).await?,
     }
     Ok(())
 }

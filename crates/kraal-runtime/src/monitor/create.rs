@@ -19,6 +19,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 
+use super::attach::Attachers;
 use super::config::{CreateFailed, Created, ExitStatus, MonitorConfig, MonitorState};
 use super::{libcontainer_error, proc_start_time, sys, write_exit_file};
 use crate::log::{LogWriter, Stream};
@@ -366,8 +367,9 @@ struct Monitor {
     init: Pid,
     /// Read ends of the container's stdout and stderr; `None` once at end-of-file.
     outputs: [Option<File>; 2],
-    /// Write end of the container's stdin pipe, kept open while nothing attaches.
-    _stdin: Option<OwnedFd>,
+    /// Attached clients, and the write end of the container's stdin pipe (kept open until
+    /// a `stdin_once` attach ends, or for the container's life).
+    attach: Attachers,
     signals: Option<SignalFd>,
     listener: UnixListener,
     log: LogWriter<LogSink>,
@@ -474,7 +476,7 @@ impl Monitor {
         Ok(Monitor {
             init,
             outputs: [Some(out_r), Some(err_r)],
-            _stdin: stdin_w,
+            attach: Attachers::new(stdin_w, cfg.stdin_once),
             signals: None,
             listener,
             log: LogWriter::new(LogSink(log_file)),
@@ -552,7 +554,7 @@ impl Monitor {
                     ms.max(1)
                 }
             };
-            let mut fds = [sys::pollin(-1); 4];
+            let mut fds = vec![sys::pollin(-1); 4];
             if let Some(s) = &self.signals {
                 fds[0] = sys::pollin(s.as_fd().as_raw_fd());
             }
@@ -562,6 +564,7 @@ impl Monitor {
                     fds[2 + i] = sys::pollin(f.as_raw_fd());
                 }
             }
+            fds.extend(self.attach.poll_fds());
             match sys::poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -579,6 +582,8 @@ impl Monitor {
             if fds[0].revents != 0 {
                 self.handle_signals();
             }
+            // Before accepting: the attach descriptors polled are the ones listed above.
+            self.attach.handle(&fds[4..]);
             if fds[1].revents != 0 {
                 self.accept_control();
             }
@@ -602,6 +607,7 @@ impl Monitor {
                     self.last_output = Instant::now();
                     let r = self.log.write(stream, &self.buf[..n]);
                     self.note_log_result(r);
+                    self.attach.broadcast(stream, &self.buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -716,12 +722,16 @@ impl Monitor {
                 return;
             }
         };
+        if let Some(mode) = request.strip_prefix("attach") {
+            self.serve_attach(conn, mode.trim());
+            return;
+        }
         let reply = match request.as_str() {
             "start" => self.start().map(|()| String::new()),
             "reopen-log" => self.reopen_log().map(|()| String::new()),
             "state" => self.state(),
             other => Err(format!(
-                "unknown command {other:?} (known: start, reopen-log, state)"
+                "unknown command {other:?} (known: start, reopen-log, state, attach)"
             )),
         };
         let line = match reply {
@@ -739,6 +749,37 @@ impl Monitor {
             // Starting went through libcontainer's code once more.
             self.shrink();
         }
+    }
+
+    /// `attach` or `attach stdin`: answers `ok` and keeps the connection as an attached
+    /// client (see [`super::attach`]).
+    fn serve_attach(&mut self, mut conn: UnixStream, mode: &str) {
+        let wants_stdin = match mode {
+            "" => false,
+            "stdin" => true,
+            other => {
+                let _ = conn.write_all(
+                    format!("error: attach {other:?}: expected `attach` or `attach stdin`\n")
+                        .as_bytes(),
+                );
+                return;
+            }
+        };
+        if wants_stdin && !self.attach.has_stdin() {
+            let _ = conn.write_all(
+                b"error: the container has no stdin (its config has stdin: false, or stdin_once closed it)\n",
+            );
+            return;
+        }
+        if self.exit.is_some() {
+            let _ = conn.write_all(b"error: the container has already exited\n");
+            return;
+        }
+        if let Err(e) = conn.write_all(b"ok\n") {
+            tracing::warn!("answering attach: {e}");
+            return;
+        }
+        self.attach.add(conn, wants_stdin);
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -794,6 +835,7 @@ impl Monitor {
             }
         }
         let _ = self.log.flush();
+        self.attach.finish();
         if let Some(status) = &self.exit {
             match write_exit_file(&self.cfg.exit_file, status) {
                 Ok(()) => tracing::info!(exit_code = status.exit_code, "exit file written"),

@@ -23,6 +23,7 @@
 //!
 //! [`client`] is the kraald side.
 
+pub mod attach;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -35,6 +36,10 @@ mod sys;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// Every descendant of a process, found through /proc (kraald kills an abandoned exec's
+/// process tree with it).
+pub use sys::descendants;
 
 pub use config::{
     CreateFailed, Created, ExecConfig, ExecResult, ExitStatus, MonitorConfig, MonitorState,

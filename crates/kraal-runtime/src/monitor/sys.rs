@@ -162,7 +162,7 @@ pub(crate) fn parent_pid(pid: i32) -> io::Result<i32> {
 
 /// All descendants of `pid` (children, grandchildren, …) found by walking `/proc`.
 /// Processes that were already orphaned and re-parented elsewhere are not found.
-pub(crate) fn descendants(pid: i32) -> Vec<i32> {
+pub fn descendants(pid: i32) -> Vec<i32> {
     let mut parents: Vec<(i32, i32)> = Vec::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {

@@ -1,10 +1,11 @@
 //! Shared test support: a fake runtime that runs real host processes (pipes or a real
-//! pty), an echo server, and the protocol clients.
+//! pty), an echo server, and the protocol clients (from `kraal-stream-testclient`, shared
+//! with the end-to-end tests).
 #![allow(dead_code)]
 
-pub mod http;
-pub mod spdy_client;
-pub mod ws_client;
+// Each test file uses some of them.
+#[allow(unused_imports)]
+pub use kraal_stream_testclient::{http, spdy_client, ws_client};
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};

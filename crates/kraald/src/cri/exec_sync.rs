@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kraal_api::runtime::v1 as cri;
-use kraal_runtime::monitor::{ExecConfig, ExecResult};
 use tokio::io::AsyncReadExt;
 use tonic::Status;
 
-use crate::runtime::{Runtime, internal, io_status, new_id};
+use crate::runtime::{ExecFiles, Runtime, io_status};
 use crate::state::ContainerState;
 
 /// kubelet caps exec output at 16 MiB; past that the output is truncated, not buffered.
@@ -42,43 +41,18 @@ pub async fn exec_sync(
     }
     // Joining a frozen cgroup would hang the exec until someone thaws the pod.
     crate::policy::refuse_if_frozen(runtime, &record.sandbox_id, "ExecSync")?;
-    let layout = &runtime.layout;
-    let exec_id = new_id().map_err(|e| io_status("ExecSync: making an id", e))?;
-    let dir = layout.container_dir(&id);
-    let process_file = dir.join(format!("exec-{}.json", &exec_id[..16]));
-    let config_file = dir.join(format!("exec-{}.cfg.json", &exec_id[..16]));
-    let result_file = dir.join(format!("exec-{}.result.json", &exec_id[..16]));
-    let _cleanup = RemoveOnDrop(vec![
-        process_file.clone(),
-        config_file.clone(),
-        result_file.clone(),
-    ]);
-
-    let process = exec_process(&layout.bundle(&id).join("config.json"), &request.cmd)?;
-    std::fs::write(&process_file, process.to_string())
-        .map_err(|e| io_status(format!("writing {}", process_file.display()), e))?;
-    let config = ExecConfig {
-        id: id.clone(),
-        libcontainer_root: layout.libcontainer_root(),
-        process: process_file.clone(),
-        timeout_ms: (request.timeout.max(0) as u64) * 1000,
-        unified_cgroup: match runtime.cgroups.hierarchy() {
-            kraal_cgroups::Hierarchy::Hybrid => {
-                crate::runtime::unified_dir(runtime, &record.cgroups_path)
-            }
-            _ => None,
-        },
-        result_file: result_file.clone(),
-    };
-    let json =
-        serde_json::to_vec(&config).map_err(|e| internal("serialising the exec config", e))?;
-    std::fs::write(&config_file, json)
-        .map_err(|e| io_status(format!("writing {}", config_file.display()), e))?;
+    let files = ExecFiles::write(
+        runtime,
+        "ExecSync",
+        &record,
+        &request.cmd,
+        (request.timeout.max(0) as u64) * 1000,
+    )?;
 
     let mut child = tokio::process::Command::new(&runtime.monitor_bin)
         .arg("exec")
         .arg("--config")
-        .arg(&config_file)
+        .arg(&files.config_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,10 +81,7 @@ pub async fn exec_sync(
     let stdout = stdout.finish().await;
     let stderr = stderr.finish().await;
     let status = status.map_err(|e| io_status("ExecSync: waiting for the exec helper", e))?;
-    let result: Option<ExecResult> = std::fs::read(&result_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(result) = result else {
+    let Some(result) = files.result() else {
         // The helper failed before running the command; what it said is on its stderr.
         return Err(Status::failed_precondition(format!(
             "ExecSync: exec in container {id} failed ({status}): {}",
@@ -128,24 +99,6 @@ pub async fn exec_sync(
         stderr,
         exit_code: result.exit_code,
     })
-}
-
-/// The container's own process settings (env, cwd, user, capabilities) with `cmd` as args.
-fn exec_process(
-    bundle_config: &std::path::Path,
-    cmd: &[String],
-) -> Result<serde_json::Value, Status> {
-    let bytes = std::fs::read(bundle_config)
-        .map_err(|e| io_status(format!("reading {}", bundle_config.display()), e))?;
-    let spec: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| internal("parsing the container's OCI spec", e))?;
-    let mut process = spec
-        .get("process")
-        .cloned()
-        .ok_or_else(|| Status::internal("the container's OCI spec has no process"))?;
-    process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(false);
-    Ok(process)
 }
 
 /// One output pipe read into a buffer (at most MAX_OUTPUT bytes kept; the rest drained so
@@ -182,15 +135,5 @@ impl Captured {
             task.abort();
         }
         std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-struct RemoveOnDrop(Vec<std::path::PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }

@@ -2,11 +2,13 @@
 //! types to kraal's domain crates (the containerd and CRI-O layout); `runtime_service.rs`
 //! and `image_service.rs` only route calls to them.
 
+mod attach;
 mod container_stats;
 mod container_status;
 mod container_undo;
 mod create_container;
 mod error;
+mod exec;
 mod exec_sync;
 mod filters;
 mod get_container_events;
@@ -19,6 +21,7 @@ mod list_images;
 mod list_pod_sandbox;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
+mod port_forward;
 mod pull_image;
 mod remove_container;
 mod remove_image;

@@ -12,21 +12,24 @@ use tonic::{Request, Response, Status};
 
 use super::error::not_implemented;
 use super::{
-    container_stats, container_status, create_container, exec_sync, get_container_events,
-    list_containers, list_pod_sandbox, pod_sandbox_stats, pod_sandbox_status, remove_container,
-    remove_pod_sandbox, reopen_container_log, run_pod_sandbox, runtime_config, start_container,
-    status, stop_container, stop_pod_sandbox, update_container_resources, update_runtime_config,
-    version,
+    attach, container_stats, container_status, create_container, exec, exec_sync,
+    get_container_events, list_containers, list_pod_sandbox, pod_sandbox_stats, pod_sandbox_status,
+    port_forward, remove_container, remove_pod_sandbox, reopen_container_log, run_pod_sandbox,
+    runtime_config, start_container, status, stop_container, stop_pod_sandbox,
+    update_container_resources, update_runtime_config, version,
 };
 use crate::runtime::Runtime;
+use crate::streaming::StreamServer;
 
 pub struct RuntimeHandler {
     runtime: Arc<Runtime>,
+    /// Mints the URLs Exec, Attach and PortForward return.
+    streams: Arc<StreamServer>,
 }
 
 impl RuntimeHandler {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        RuntimeHandler { runtime }
+    pub fn new(runtime: Arc<Runtime>, streams: Arc<StreamServer>) -> Self {
+        RuntimeHandler { runtime, streams }
     }
 }
 
@@ -176,23 +179,24 @@ impl RuntimeService for RuntimeHandler {
 
     async fn exec(
         &self,
-        _request: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(not_implemented("Exec"))
+        exec::exec(&self.runtime, &self.streams, request.into_inner()).map(Response::new)
     }
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(not_implemented("Attach"))
+        attach::attach(&self.runtime, &self.streams, request.into_inner()).map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(not_implemented("PortForward"))
+        port_forward::port_forward(&self.runtime, &self.streams, request.into_inner())
+            .map(Response::new)
     }
 
     async fn container_stats(

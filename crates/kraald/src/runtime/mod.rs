@@ -3,6 +3,7 @@
 //! The calls themselves are in `crate::cri`, one file each.
 
 mod events;
+mod exec_helper;
 mod exit_watch;
 mod ids;
 mod keyed_locks;
@@ -24,6 +25,7 @@ use crate::state::{ContainerRecord, SandboxRecord, StateStore};
 use tonic::Status;
 
 pub use events::Events;
+pub use exec_helper::ExecFiles;
 pub use ids::new_id;
 pub use keyed_locks::KeyedLocks;
 pub use layout::Layout;

@@ -1,0 +1,526 @@
+//! Exec, attach and port-forward through the CRI calls and the URLs they return, spoken by
+//! the byte-level SPDY/3.1 client of `kraal-stream-testclient` (as kubelet and crictl speak
+//! it) against real busybox containers.
+
+use std::time::{Duration, Instant};
+
+use kraal_e2e::{Kraald, cri, pod_config, shell_container};
+use kraal_stream_testclient::spdy_client::{SpdyClient, Stream};
+use serde_json::Value;
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(20);
+/// sh as PID 1 ignores SIGTERM unless it traps it; this one exits 0 on TERM.
+const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
+
+/// A kraald with one running busybox container in a pod of its own network namespace.
+async fn setup(name: &str, script: &str) -> (Kraald, String, String) {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = pod_config(name, false);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let id = kraald
+        .run_container(&pod, &pod_cfg, shell_container(name, &image, script))
+        .await;
+    (kraald, pod, id)
+}
+
+async fn exec_url(kraald: &Kraald, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+    exec_request(kraald, id, cmd, stdin, tty)
+        .await
+        .unwrap_or_else(|s| panic!("Exec: {s:?}"))
+}
+
+async fn exec_request(
+    kraald: &Kraald,
+    id: &str,
+    cmd: &[&str],
+    stdin: bool,
+    tty: bool,
+) -> Result<String, tonic::Status> {
+    kraald
+        .runtime()
+        .await
+        .exec(cri::ExecRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .map(|r| r.into_inner().url)
+}
+
+/// The streams of one exec or attach session, opened in kubectl's order.
+struct Session {
+    client: SpdyClient,
+    error: Stream,
+    stdin: Option<Stream>,
+    stdout: Stream,
+    stderr: Option<Stream>,
+    resize: Option<Stream>,
+}
+
+async fn open(url: &str, stdin: bool, tty: bool) -> Session {
+    let (client, chosen) = SpdyClient::connect(url, &["v4.channel.k8s.io"], false)
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    assert_eq!(chosen, "v4.channel.k8s.io");
+    let error = client.open(&[("streamtype", "error")]).await;
+    let stdin = if stdin {
+        Some(client.open(&[("streamtype", "stdin")]).await)
+    } else {
+        None
+    };
+    let stdout = client.open(&[("streamtype", "stdout")]).await;
+    let stderr = if tty {
+        None
+    } else {
+        Some(client.open(&[("streamtype", "stderr")]).await)
+    };
+    let resize = if tty {
+        Some(client.open(&[("streamtype", "resize")]).await)
+    } else {
+        None
+    };
+    Session {
+        client,
+        error,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    }
+}
+
+fn status(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(bytes)))
+}
+
+#[tokio::test]
+async fn exec_through_cri() {
+    let (kraald, pod, id) = setup("exec", SERVE).await;
+
+    // echo: stdout, an empty stderr, Success.
+    let url = exec_url(&kraald, &id, &["echo", "hi"], false, false).await;
+    let mut s = open(&url, false, false).await;
+    assert_eq!(s.stdout.read_to_end(T).await, b"hi\n");
+    assert_eq!(s.stderr.as_mut().expect("stderr").read_to_end(T).await, b"");
+    assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+
+    // A URL works once.
+    match SpdyClient::connect(&url, &["v4.channel.k8s.io"], false).await {
+        Ok(_) => panic!("a used URL was accepted again"),
+        Err(refused) => assert_eq!(refused.status, 404, "{refused:?}"),
+    }
+
+    // Exit code 3 and stderr.
+    let url = exec_url(
+        &kraald,
+        &id,
+        &["sh", "-c", "echo oops >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut s = open(&url, false, false).await;
+    assert_eq!(
+        s.stderr.as_mut().expect("stderr").read_to_end(T).await,
+        b"oops\n"
+    );
+    let st = status(&s.error.read_to_end(T).await);
+    assert_eq!(st["status"], "Failure", "{st}");
+    assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
+
+    // stdin round trip, more than one SPDY window and pipe buffer.
+    let url = exec_url(&kraald, &id, &["cat"], true, false).await;
+    let mut s = open(&url, true, false).await;
+    let input: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    let stdin = s.stdin.take().expect("stdin");
+    let writer = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            stdin.write(&input).await;
+            stdin.close().await;
+        })
+    };
+    let out = s.stdout.read_to_end(T).await;
+    writer.await.expect("writer");
+    assert!(
+        out == input,
+        "cat returned {} of {} bytes",
+        out.len(),
+        input.len()
+    );
+    assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+
+    // A tty: the client's size reaches `stty size`, and so does a later resize.
+    let url = exec_url(
+        &kraald,
+        &id,
+        &["sh", "-c", "stty size; sleep 0.5; stty size"],
+        false,
+        true,
+    )
+    .await;
+    let mut s = open(&url, false, true).await;
+    let resize = s.resize.take().expect("resize");
+    resize.write(br#"{"Width":120,"Height":40}"#).await;
+    let first = s
+        .stdout
+        .read_until(T, |o| o.windows(2).any(|w| w == b"\r\n"))
+        .await;
+    assert_eq!(String::from_utf8_lossy(&first).trim(), "40 120");
+    resize.write(br#"{"Width":100,"Height":30}"#).await;
+    let rest = s.stdout.read_to_end(T).await;
+    assert_eq!(String::from_utf8_lossy(&rest).trim(), "30 100");
+    assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+
+    // The command really runs in the container (its own PID namespace: sh is PID 1).
+    let url = exec_url(&kraald, &id, &["cat", "/proc/1/cmdline"], false, false).await;
+    let mut s = open(&url, false, false).await;
+    let cmdline = s.stdout.read_to_end(T).await;
+    assert!(cmdline.starts_with(b"sh\0-c\0trap"), "{cmdline:?}");
+
+    // Refusals at the CRI call: unknown container, empty command, frozen pod.
+    let err = exec_request(&kraald, "nope", &["true"], false, false)
+        .await
+        .expect_err("unknown container");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = exec_request(&kraald, &id, &[], false, false)
+        .await
+        .expect_err("empty cmd");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let out = kraald.kraalctl(&["pod", "freeze", &pod]);
+    assert!(out.status.success(), "freeze: {out:?}");
+    let err = exec_request(&kraald, &id, &["true"], false, false)
+        .await
+        .expect_err("frozen pod");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let out = kraald.kraalctl(&["pod", "thaw", &pod]);
+    assert!(out.status.success(), "thaw: {out:?}");
+    exec_url(&kraald, &id, &["true"], false, false).await;
+}
+
+/// Processes of the node whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_killed_mid_exec_leaves_nothing() {
+    let (kraald, _pod, id) = setup("vanish", SERVE).await;
+    for tty in [false, true] {
+        // A distinctive command line to look for on the node.
+        let marker = if tty { "4243" } else { "4242" };
+        let url = exec_url(
+            &kraald,
+            &id,
+            &["sh", "-c", &format!("sleep {marker}; true")],
+            true,
+            tty,
+        )
+        .await;
+        let s = open(&url, true, tty).await;
+        let needle = format!("sleep {marker}");
+        wait_until("the exec'd command did not start", || {
+            !processes_with(&needle).is_empty()
+        })
+        .await;
+        let helpers_before = processes_with("kraal-monitor exec").len();
+        assert!(helpers_before >= 1, "no exec helper is running");
+        s.client.kill().await;
+        wait_until("the exec'd command outlived its client", || {
+            processes_with(&needle).is_empty()
+        })
+        .await;
+        wait_until("the exec helper outlived its client", || {
+            processes_with("kraal-monitor exec").is_empty()
+        })
+        .await;
+    }
+    // Inside the container only its own processes are left (sh and its sleep).
+    let ps = kraald.exec_ok(&id, &["ps", "-o", "args"]).await;
+    assert!(!ps.contains("sleep 424"), "{ps}");
+}
+
+#[tokio::test]
+async fn port_forward_to_an_echo_server_in_the_pod() {
+    let (kraald, pod, _id) = setup("echo", "exec nc -ll -p 8080 -e cat").await;
+    let url = kraald
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![8080],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let (client, chosen) = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .expect("upgrade");
+    assert_eq!(chosen, "portforward.k8s.io");
+    // The server listens in the pod's namespace only: the node's 8080 must not answer the
+    // same way (usually nothing listens there at all).
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for req in 0..10usize {
+        let rid = req.to_string();
+        let mut error = client
+            .open(&[
+                ("streamtype", "error"),
+                ("port", "8080"),
+                ("requestid", &rid),
+            ])
+            .await;
+        let mut data = client
+            .open(&[
+                ("streamtype", "data"),
+                ("port", "8080"),
+                ("requestid", &rid),
+            ])
+            .await;
+        tasks.push(tokio::spawn(async move {
+            let input: Vec<u8> = (0..1 << 20).map(|i: usize| (i * 7 + req) as u8).collect();
+            let (writer, id) = (data.client_handle(), data.id);
+            let writing = async {
+                for chunk in input.chunks(16 * 1024) {
+                    writer.send_data(id, false, chunk).await;
+                }
+                writer.send_data(id, true, &[]).await;
+            };
+            let (out, ()) = tokio::join!(data.read_to_end(T), writing);
+            assert!(out == input, "connection {req}: {} bytes back", out.len());
+            assert_eq!(error.read_to_end(T).await, b"", "connection {req}");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("connection task");
+    }
+    eprintln!("10 x 1 MiB echoed in {:?}", started.elapsed());
+
+    // A port nobody listens on: the error stream says so.
+    let mut error = client
+        .open(&[
+            ("streamtype", "error"),
+            ("port", "8081"),
+            ("requestid", "99"),
+        ])
+        .await;
+    let _data = client
+        .open(&[
+            ("streamtype", "data"),
+            ("port", "8081"),
+            ("requestid", "99"),
+        ])
+        .await;
+    let text = String::from_utf8(error.read_to_end(T).await).expect("utf-8");
+    assert!(text.contains("8081"), "{text}");
+    client.shutdown().await;
+
+    // Unknown pods are refused at the call.
+    let err = kraald
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "nope".into(),
+            port: vec![80],
+        })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn port_forward_into_a_host_network_pod() {
+    let kraald = Kraald::start("").await;
+    let pod = kraald
+        .run_pod(pod_config("hostpf", true))
+        .await
+        .expect("RunPodSandbox");
+    // hostNetwork: the node's namespace, so a listener of this test is reachable.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        if let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"from the node\n").await;
+        }
+    });
+    let url = kraald
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod,
+            port: vec![port.into()],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let (client, _) = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .expect("upgrade");
+    let p = port.to_string();
+    let _error = client
+        .open(&[("streamtype", "error"), ("port", &p), ("requestid", "0")])
+        .await;
+    let mut data = client
+        .open(&[("streamtype", "data"), ("port", &p), ("requestid", "0")])
+        .await;
+    assert_eq!(data.read_to_end(T).await, b"from the node\n");
+}
+
+async fn attach_url(kraald: &Kraald, id: &str, stdin: bool) -> String {
+    kraald
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: id.to_string(),
+            stdin,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("Attach: {s:?}"))
+        .into_inner()
+        .url
+}
+
+fn lines(out: &[u8]) -> usize {
+    out.iter().filter(|b| **b == b'\n').count()
+}
+
+#[tokio::test]
+async fn attach_to_running_containers() {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = pod_config("attach", false);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let ticker = kraald
+        .run_container(
+            &pod,
+            &pod_cfg,
+            shell_container(
+                "ticker",
+                &image,
+                "i=0; while :; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.1; done",
+            ),
+        )
+        .await;
+
+    // Two clients at once, each sees the output as it comes, stdout and stderr apart.
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let url = attach_url(&kraald, &ticker, false).await;
+        sessions.push(open(&url, false, false).await);
+    }
+    for s in sessions.iter_mut() {
+        let out = s.stdout.read_until(T, |o| lines(o) >= 3).await;
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.lines().take(3).all(|l| l.starts_with("tick ")),
+            "{text}"
+        );
+        let err = s
+            .stderr
+            .as_mut()
+            .expect("stderr")
+            .read_until(T, |o| lines(o) >= 2)
+            .await;
+        assert!(err.starts_with(b"tock "), "{err:?}");
+    }
+    // Detach: one politely, one by vanishing. The container runs on and a new client
+    // still gets its output.
+    let mut sessions = sessions.into_iter();
+    if let Some(s) = sessions.next() {
+        s.client.shutdown().await;
+    }
+    if let Some(s) = sessions.next() {
+        s.client.kill().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        kraald.container_status(&ticker).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let url = attach_url(&kraald, &ticker, false).await;
+    let mut s = open(&url, false, false).await;
+    let out = s.stdout.read_until(T, |o| lines(o) >= 2).await;
+    assert!(out.starts_with(b"tick "), "{out:?}");
+    s.client.kill().await;
+
+    // A container without stdin refuses an attach that wants it.
+    let url = attach_url(&kraald, &ticker, true).await;
+    let mut s = open(&url, true, false).await;
+    let st = status(&s.error.read_to_end(T).await);
+    assert_eq!(st["status"], "Failure", "{st}");
+    assert!(
+        st["message"].as_str().unwrap_or("").contains("no stdin"),
+        "{st}"
+    );
+
+    // stdin: forwarded; with stdin_once the first session's end closes it.
+    let mut cfg = shell_container(
+        "reader",
+        &image,
+        "while read l; do echo got $l; done; echo stdin closed",
+    );
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let reader = kraald.run_container(&pod, &pod_cfg, cfg).await;
+    let url = attach_url(&kraald, &reader, true).await;
+    let mut s = open(&url, true, false).await;
+    let stdin = s.stdin.take().expect("stdin");
+    stdin.write(b"hello\n").await;
+    let out = s
+        .stdout
+        .read_until(T, |o| o.windows(9).any(|w| w == b"got hello"))
+        .await;
+    assert!(out.ends_with(b"got hello\n"), "{out:?}");
+    stdin.close().await;
+    let rest = s.stdout.read_to_end(T).await;
+    assert_eq!(rest, b"stdin closed\n");
+    let status = kraald.wait_exited(&reader, T).await;
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(
+        kraald.container_status(&ticker).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+}
