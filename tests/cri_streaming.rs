@@ -404,15 +404,20 @@ async fn port_forward_into_a_host_network_pod() {
 }
 
 async fn attach_url(kraald: &Kraald, id: &str, stdin: bool) -> String {
+    attach_url_tty(kraald, id, stdin, false).await
+}
+
+async fn attach_url_tty(kraald: &Kraald, id: &str, stdin: bool, tty: bool) -> String {
     kraald
         .runtime()
         .await
         .attach(cri::AttachRequest {
             container_id: id.to_string(),
             stdin,
-            tty: false,
+            tty,
             stdout: true,
-            stderr: true,
+            // A terminal merges stderr into stdout; kubelet asks for no stderr with a tty.
+            stderr: !tty,
         })
         .await
         .unwrap_or_else(|s| panic!("Attach: {s:?}"))
@@ -523,4 +528,91 @@ async fn attach_to_running_containers() {
         kraald.container_status(&ticker).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A tty container (busybox `sh` on a terminal its monitor holds): attach with a tty, the
+/// client's size reaches `stty size`, a command's output comes back, and the CRI log has
+/// the terminal's output as stdout. Detaching leaves the shell running.
+#[tokio::test]
+async fn attach_to_a_tty_container() {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let mut pod_cfg = pod_config("attach-tty", false);
+    let log_dir = kraald.dir().join("logs");
+    pod_cfg.log_directory = log_dir.to_string_lossy().into_owned();
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let mut cfg = shell_container("shell", &image, "");
+    cfg.command = vec!["sh".into()];
+    cfg.tty = true;
+    cfg.stdin = true;
+    let id = kraald.run_container(&pod, &pod_cfg, cfg).await;
+
+    let url = attach_url_tty(&kraald, &id, true, true).await;
+    let mut s = open(&url, true, true).await;
+    let stdin = s.stdin.take().expect("stdin");
+    let resize = s.resize.take().expect("resize");
+    resize.write(br#"{"Width":100,"Height":30}"#).await;
+    // The size frame and the input go to the monitor on one connection, in order.
+    stdin.write(b"stty size\n").await;
+    let out = s.stdout.read_until(T, |o| contains(o, b"30 100\r\n")).await;
+    assert!(
+        contains(&out, b"30 100\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    // A later resize, then a round trip. The terminal echoes the command line itself, so
+    // the output is told apart by the size line before it.
+    resize.write(br#"{"Width":120,"Height":40}"#).await;
+    stdin.write(b"stty size; echo hi\n").await;
+    let out = s
+        .stdout
+        .read_until(T, |o| contains(o, b"40 120\r\nhi\r\n"))
+        .await;
+    assert!(
+        contains(&out, b"40 120\r\nhi\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(s.stderr.is_none());
+
+    // Detach: the shell runs on.
+    s.client.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        kraald.container_status(&id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+
+    // The CRI log: the terminal's output, all of it as stdout.
+    let log_path = log_dir.join("shell.log");
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains(" stdout F hi") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(log.contains(" stdout F hi"), "{log}");
+    assert!(log.contains(" stdout F 40 120"), "{log}");
+    assert!(!log.contains(" stderr "), "{log}");
+
+    // A new attach gets what the shell prints from then on.
+    let url = attach_url_tty(&kraald, &id, true, true).await;
+    let mut s = open(&url, true, true).await;
+    let stdin = s.stdin.take().expect("stdin");
+    stdin.write(b"echo $((6*7))\n").await;
+    let out = s.stdout.read_until(T, |o| contains(o, b"42\r\n")).await;
+    assert!(contains(&out, b"42\r\n"), "{out:?}");
+    // `exit` ends the shell: the container exits 0 and the session ends.
+    stdin.write(b"exit\n").await;
+    s.stdout.read_to_end(T).await;
+    assert_eq!(kraald.wait_exited(&id, T).await.exit_code, 0);
 }

@@ -1,47 +1,109 @@
 #!/usr/bin/env bash
 # Streaming benchmark: exec round trip of `true` through ExecSync and through Exec + its
-# URL (SPDY, remotecommand v4), and port-forward echo throughput of one connection over
-# 10 s, driven by kraal-bench through the CRI socket.
+# URL (SPDY, remotecommand v4), and port-forward echo throughput of one connection, for
+# kraald and for containerd (Debian's 1.6 with runc, its CRI plugin and streaming server)
+# driven by the same client (kraal-bench streaming) in the same run: both daemons run at
+# once and the client alternates between them (rounds of execs, port-forward runs).
 #
 # Usage: hack/bench/streaming.sh [iterations] [seconds]     (default 50 and 10)
+#   BENCH_RUNTIMES="kraal containerd"  which runtimes to run (default both; the first is the
+#                                      one the ratio column divides)
+#   BENCH_ROUNDS=5                     rounds the execs are split into
+#   BENCH_FORWARD_RUNS=2               port-forward runs of [seconds] per runtime
 #
-# kraald only for now: the containerd side (as hack/bench/pods.sh starts it) is not wired
-# in yet; `kraal-bench streaming` itself is runtime-agnostic and can be pointed at
-# containerd's socket as is. Needs the test registry (hack/registry.sh, registry.env
-# sourced). Only processes this script started are killed.
+# The run starts its own registry (hack/registry.sh) for the busybox and pause images.
+# Everything the run creates (pods, processes, mounts, cgroups, daemon state, the registry,
+# the temp dir) is removed at the end, also on failure; only processes this script started
+# are ever killed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=hack/bench/lib.sh
+source hack/bench/lib.sh
 iterations=${1:-50}
 seconds=${2:-10}
-: "${KRAAL_TEST_REGISTRY:?source the registry.env that hack/registry.sh start wrote}"
+runtimes=${BENCH_RUNTIMES:-kraal containerd}
+rounds=${BENCH_ROUNDS:-5}
+forward_runs=${BENCH_FORWARD_RUNS:-2}
+[[ "$iterations" =~ ^[1-9][0-9]*$ && "$seconds" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "usage: $0 [iterations] [seconds]" >&2; exit 2; }
+export RUST_LIB_BACKTRACE=0
+
+if [[ " $runtimes " == *" containerd "* ]] &&
+  { ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; }; then
+  say "installing containerd and runc (the peer to compare with)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq containerd runc >/dev/null
+fi
 
 cargo build --release -p kraal-bench -p kraald -p kraal-runtime
-target=${CARGO_TARGET_DIR:-$PWD/target}/release
+target=$(release_dir)
+bench=$target/kraal-bench
+
 work=$(mktemp -d /tmp/kraal-stream-bench.XXXXXX)
+# Every pod's cgroup_parent is $cg_root/<runtime>: one tree to empty and remove.
+cg_root=/$(basename "$work")
 kraald_pid=
+containerd_pid=
+
 cleanup() {
-  if [ -n "$kraald_pid" ]; then
-    "$target/kraal-bench" --socket "$work/kraal.sock" --runtime kraal clean >/dev/null 2>&1 || true
-    kill "$kraald_pid" 2>/dev/null || true
-    wait "$kraald_pid" 2>/dev/null || true
-  fi
-  rmdir "/sys/fs/cgroup/$(basename "$work")" 2>/dev/null || true
-  rm -rf "$work"
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  stop_runtimes "$rc" "$work" "$bench" "$kraald_pid" "$containerd_pid" "$cg_root"
+  remove_work_dir "$work"
+  exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-cat >"$work/config.toml" <<CFG
-socket = "$work/kraal.sock"
-root = "$work/root"
-state = "$work/state"
-[registry.mirrors]
-CFG
-"$target/kraald" --config "$work/config.toml" >"$work/kraald.log" 2>&1 &
-kraald_pid=$!
-for _ in $(seq 100); do [ -S "$work/kraal.sock" ] && break; sleep 0.1; done
-[ -S "$work/kraal.sock" ] || { cat "$work/kraald.log" >&2; exit 1; }
+mkdir -p "$work/registry"
+hack/registry.sh start "$work/registry" >/dev/null
+# shellcheck disable=SC1091
+source "$work/registry/registry.env"
+image="$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest"
+pause_image="$KRAAL_TEST_REGISTRY/kraal-test/pause:3.9"
 
-"$target/kraal-bench" --socket "$work/kraal.sock" --runtime kraal streaming \
-  --image "$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest" \
-  --cgroup-parent "/$(basename "$work")/stream" \
-  --iterations "$iterations" --seconds "$seconds"
+first=
+peers=()
+for rt in $runtimes; do
+  case "$rt" in
+    kraal)
+      mkdir -p "$work/kraal"
+      # A short state dir: the monitors' control sockets live in it, and a unix socket
+      # path holds at most 107 bytes. The streaming server is on its default (loopback,
+      # a kernel-chosen port), as containerd's.
+      "$target/kraald" --socket "$work/kraal/kraal.sock" --root "$work/kraal/root" \
+        --state "$work/ks" --log-level warn 2>"$work/kraal/log" &
+      kraald_pid=$!
+      wait_socket "$work/kraal/kraal.sock" "$kraald_pid"
+      socket=$work/kraal/kraal.sock
+      ;;
+    containerd)
+      write_containerd_config "$work/containerd" "$KRAAL_TEST_REGISTRY" "$pause_image"
+      containerd --config "$work/containerd/config.toml" --log-level warn 2>"$work/containerd/log" &
+      containerd_pid=$!
+      wait_socket "$work/containerd/containerd.sock" "$containerd_pid"
+      socket=$work/containerd/containerd.sock
+      ;;
+    *)
+      say "unknown runtime $rt in BENCH_RUNTIMES (kraal, containerd)"
+      exit 2
+      ;;
+  esac
+  if [ -z "$first" ]; then
+    first=$rt
+    first_socket=$socket
+  else
+    peers+=(--peer "$rt=$socket")
+  fi
+done
+[ -n "$first" ] || { say "BENCH_RUNTIMES is empty"; exit 2; }
+# Let both daemons finish starting their plugins before anything is timed.
+sleep 2
+
+"$bench" --socket "$first_socket" --runtime "$first" streaming "${peers[@]}" \
+  --image "$image" --also-pull "$pause_image" --cgroup-parent "$cg_root" \
+  --iterations "$iterations" --rounds "$rounds" --seconds "$seconds" \
+  --forward-runs "$forward_runs"

@@ -22,7 +22,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
 const TIMEOUT: Duration = Duration::from_secs(5);
 const APPLETS: &[&str] = &[
-    "sh", "echo", "sleep", "cat", "head", "tr", "ls", "true", "false",
+    "sh", "echo", "sleep", "cat", "head", "tr", "ls", "true", "false", "stty", "tty",
 ];
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -765,14 +765,12 @@ fn failed_create_leaves_nothing_behind() {
     let mut cfg = fx.monitor_config();
     assert!(!fx.exit_file().exists());
 
-    // tty is refused up front.
+    // tty while the spec has no terminal: libcontainer refuses the console socket, and
+    // the socket does not stay behind.
     cfg.tty = true;
     let err = fx.try_create(&cfg).expect_err("tty");
-    assert!(
-        err.to_string()
-            .contains("tty containers are not supported yet"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("libcontainer"), "{err}");
+    assert!(!cfg.console_socket().exists(), "console socket left behind");
 
     // A missing bundle: named in the error.
     cfg.tty = false;
@@ -871,5 +869,100 @@ fn container_processes_get_default_signal_state() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(field(&out, "SigIgn"), "0000000000000000", "{out}");
     assert_eq!(field(&out, "SigBlk"), "0000000000000000", "{out}");
+    fx.finish();
+}
+
+/// Sends `frames` on an attach connection and reads stdout frames until `done` holds for
+/// everything read so far.
+fn attach_exchange(
+    conn: &mut std::os::unix::net::UnixStream,
+    frames: &[u8],
+    done: impl Fn(&str) -> bool,
+) -> String {
+    use kraal_runtime::monitor::attach::{FRAME_HEADER, FRAME_STDOUT};
+    use std::io::{Read, Write};
+    conn.write_all(frames).expect("send frames");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(&String::from_utf8_lossy(&out)) {
+        assert!(
+            Instant::now() < deadline,
+            "attach output so far: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let mut header = [0u8; FRAME_HEADER];
+        conn.read_exact(&mut header).expect("frame header");
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).expect("frame payload");
+        assert_eq!(header[0], FRAME_STDOUT, "a terminal has only stdout");
+        out.extend_from_slice(&payload);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A tty container: init gets a terminal of its own devpts as its controlling terminal,
+/// the monitor its master; attach resizes it and writes to it, and the CRI log has the
+/// terminal's output as stdout.
+#[test]
+fn tty_container_gets_a_terminal() {
+    use kraal_runtime::monitor::attach::{FRAME_STDIN, encode_frame, encode_resize};
+    let script = "read l; stty size; echo got $l; read l; echo bye";
+    let mut fx = Fixture::new("tty", &["sh", "-c", script]);
+    let spec_path = fx.bundle().join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(&spec_path).expect("read spec")).expect("spec");
+    spec["process"]["terminal"] = json!(true);
+    fs::write(&spec_path, spec.to_string()).expect("write spec");
+    let mut cfg = fx.monitor_config();
+    cfg.tty = true;
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let c = match fx.try_create(&cfg) {
+        Ok(c) => c,
+        Err(e) => panic!("create failed: {e}\nmonitor log:\n{}", fx.monitor_log()),
+    };
+    assert!(!cfg.console_socket().exists(), "console socket left behind");
+    // init's stdio is the pty slave, and it is its controlling terminal (its session's
+    // tty_nr in /proc/PID/stat is not 0).
+    let link = fs::read_link(format!("/proc/{}/fd/0", c.pid)).expect("fd 0");
+    assert!(link.to_string_lossy().starts_with("/dev/pts/"), "{link:?}");
+    let stat = fs::read_to_string(format!("/proc/{}/stat", c.pid)).expect("stat");
+    let after_comm = stat.rsplit_once(") ").expect("stat format").1;
+    let tty_nr: i64 = after_comm
+        .split(' ')
+        .nth(4)
+        .and_then(|f| f.parse().ok())
+        .expect("tty_nr");
+    assert_ne!(tty_nr, 0, "no controlling terminal: {stat}");
+    fx.start();
+
+    let mut conn = std::os::unix::net::UnixStream::connect(fx.socket()).expect("connect");
+    {
+        use std::io::{Read, Write};
+        conn.write_all(b"attach stdin\n").expect("attach");
+        let mut reply = [0u8; 3];
+        conn.read_exact(&mut reply).expect("reply");
+        assert_eq!(&reply, b"ok\n");
+    }
+    let mut frames = Vec::new();
+    encode_resize(&mut frames, 100, 30);
+    encode_frame(&mut frames, FRAME_STDIN, b"hi\n");
+    let out = attach_exchange(&mut conn, &frames, |o| o.contains("got hi"));
+    // The terminal echoes the input and turns newlines into CR LF.
+    assert!(out.contains("hi\r\n"), "{out:?}");
+    assert!(out.contains("30 100\r\n"), "{out:?}");
+    // stdin_once: the attach ending gives the shell end-of-file (the EOF character).
+    drop(conn);
+    assert_eq!(fx.wait_exit().exit_code, 0);
+    let records = Fixture::records(&fx.log_path());
+    assert!(
+        records.iter().all(|(s, _, _)| *s == Stream::Stdout),
+        "{records:?}"
+    );
+    let logged: Vec<u8> = records.iter().flat_map(|(_, _, l)| l.clone()).collect();
+    let logged = String::from_utf8_lossy(&logged);
+    assert!(logged.contains("got hi"), "{logged:?}");
+    assert!(logged.contains("bye"), "{logged:?}");
     fx.finish();
 }

@@ -5,8 +5,13 @@
 //!
 //! Frames, both ways: one type byte, the payload length as a big-endian u32, the payload.
 //! Monitor to client: [`FRAME_STDOUT`], [`FRAME_STDERR`]. Client to monitor: [`FRAME_STDIN`],
-//! [`FRAME_STDIN_CLOSE`]. The connection ends when the container's output is drained after
-//! its exit (the monitor exits) or when the client detaches (closes it).
+//! [`FRAME_STDIN_CLOSE`], [`FRAME_RESIZE`]. The connection ends when the container's output
+//! is drained after its exit (the monitor exits) or when the client detaches (closes it).
+//!
+//! A tty container's output is its pty master, all of it sent as [`FRAME_STDOUT`] (the
+//! terminal merges stderr); stdin goes to the master, and a resize frame sets the
+//! terminal's size (the kernel then signals SIGWINCH to its foreground process group).
+//! Resize frames for a container without a terminal are ignored, as unknown frames are.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -20,6 +25,10 @@ pub const FRAME_STDOUT: u8 = 1;
 pub const FRAME_STDERR: u8 = 2;
 pub const FRAME_STDIN: u8 = 3;
 pub const FRAME_STDIN_CLOSE: u8 = 4;
+/// Terminal size: width (columns) then height (rows), each a big-endian u16.
+pub const FRAME_RESIZE: u8 = 5;
+/// The EOF character of a terminal in its default settings (Ctrl-D).
+const VEOF: u8 = 0x04;
 /// Frame header: type byte and u32 length.
 pub const FRAME_HEADER: usize = 5;
 /// The largest frame accepted from a client.
@@ -37,6 +46,25 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.push(kind);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload);
+}
+
+/// Appends a [`FRAME_RESIZE`] frame.
+pub fn encode_resize(out: &mut Vec<u8>, width: u16, height: u16) {
+    let mut payload = [0u8; 4];
+    payload[..2].copy_from_slice(&width.to_be_bytes());
+    payload[2..].copy_from_slice(&height.to_be_bytes());
+    encode_frame(out, FRAME_RESIZE, &payload);
+}
+
+/// Width and height of a [`FRAME_RESIZE`] payload; `None` if it is not 4 bytes long.
+pub fn decode_resize(payload: &[u8]) -> Option<(u16, u16)> {
+    match payload {
+        [w0, w1, h0, h1] => Some((
+            u16::from_be_bytes([*w0, *w1]),
+            u16::from_be_bytes([*h0, *h1]),
+        )),
+        _ => None,
+    }
 }
 
 /// Splits a complete frame off the front of `buf`: `Ok(None)` while more bytes are needed.
@@ -73,8 +101,12 @@ struct Client {
 /// The attached clients and the container's stdin.
 pub(crate) struct Attachers {
     clients: Vec<Client>,
-    /// Write end of the container's stdin pipe (non-blocking); `None`: no stdin, or closed.
+    /// Write end of the container's stdin pipe, or its pty master (non-blocking); `None`:
+    /// no stdin, or closed.
     stdin: Option<OwnedFd>,
+    /// A tty container's pty master, for resizing (a descriptor of its own: `stdin` is
+    /// dropped when stdin closes, the terminal stays).
+    terminal: Option<OwnedFd>,
     stdin_once: bool,
     stdin_pending: Vec<u8>,
     /// Close stdin once `stdin_pending` is written.
@@ -82,7 +114,7 @@ pub(crate) struct Attachers {
 }
 
 impl Attachers {
-    pub(crate) fn new(stdin: Option<OwnedFd>, stdin_once: bool) -> Self {
+    pub(crate) fn new(stdin: Option<OwnedFd>, stdin_once: bool, terminal: Option<OwnedFd>) -> Self {
         if let Some(fd) = &stdin
             && let Err(e) = sys::set_nonblocking(fd.as_fd(), true)
         {
@@ -91,6 +123,7 @@ impl Attachers {
         Attachers {
             clients: Vec::new(),
             stdin,
+            terminal,
             stdin_once,
             stdin_pending: Vec::new(),
             close_stdin: false,
@@ -238,7 +271,10 @@ impl Attachers {
                 (FRAME_STDIN, data) if wants_stdin && !self.close_stdin => {
                     self.stdin_pending.extend_from_slice(&data);
                 }
-                (FRAME_STDIN_CLOSE, _) if wants_stdin && self.stdin_once => self.close_stdin = true,
+                (FRAME_STDIN_CLOSE, _) if wants_stdin && self.stdin_once => {
+                    self.request_stdin_close()
+                }
+                (FRAME_RESIZE, data) => self.resize(&data),
                 _ => {}
             }
         }
@@ -297,8 +333,40 @@ impl Attachers {
             tracing::info!(clients = self.clients.len(), "client detached");
         }
         if stdin_client_left && self.stdin_once && self.stdin.is_some() {
-            self.close_stdin = true;
+            self.request_stdin_close();
             self.write_stdin();
+        }
+    }
+
+    /// stdin_once: stdin closes once what is pending is written. A terminal cannot be
+    /// closed for input only (its master also carries the output, and the shell keeps the
+    /// slave), so the container gets what a user typing Ctrl-D gives: the EOF character,
+    /// which ends a read at the start of a line with end-of-file.
+    fn request_stdin_close(&mut self) {
+        if self.close_stdin {
+            return;
+        }
+        if self.terminal.is_some() {
+            self.stdin_pending.push(VEOF);
+        }
+        self.close_stdin = true;
+    }
+
+    /// Sets the terminal size of a tty container; ignored without a terminal.
+    fn resize(&mut self, payload: &[u8]) {
+        let Some(master) = &self.terminal else {
+            return;
+        };
+        let Some((width, height)) = decode_resize(payload) else {
+            tracing::debug!(
+                len = payload.len(),
+                "attach: malformed resize frame ignored"
+            );
+            return;
+        };
+        match sys::set_window_size(master.as_fd(), width, height) {
+            Ok(()) => tracing::debug!(width, height, "terminal resized"),
+            Err(e) => tracing::warn!(width, height, "resizing the terminal: {e}"),
         }
     }
 
@@ -361,5 +429,54 @@ mod tests {
         assert!(buf.is_empty());
         let mut huge = vec![FRAME_STDIN, 0xff, 0xff, 0xff, 0xff];
         assert!(take_frame(&mut huge).is_err());
+    }
+
+    #[test]
+    fn resize_frames() {
+        let mut buf = Vec::new();
+        encode_resize(&mut buf, 132, 43);
+        let (kind, payload) = take_frame(&mut buf).expect("ok").expect("a frame");
+        assert_eq!(kind, FRAME_RESIZE);
+        assert_eq!(decode_resize(&payload), Some((132, 43)));
+        assert_eq!(decode_resize(&payload[..3]), None);
+    }
+
+    /// A resize frame from a client reaches the pty; stdin_once on a terminal sends EOF.
+    #[test]
+    fn terminal_resize_and_eof() {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let master = pty.master;
+        let stdin = master.try_clone().expect("dup");
+        let terminal = master.try_clone().expect("dup");
+        let mut attachers = Attachers::new(Some(stdin), true, Some(terminal));
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        attachers.add(theirs, true);
+        let mut frames = Vec::new();
+        encode_resize(&mut frames, 100, 30);
+        encode_frame(&mut frames, FRAME_STDIN, b"x");
+        encode_frame(&mut frames, FRAME_STDIN_CLOSE, b"");
+        (&ours).write_all(&frames).expect("send frames");
+        let fds = attachers.poll_fds();
+        let mut fds = fds;
+        sys::poll(&mut fds, 1000).expect("poll");
+        attachers.handle(&fds);
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one winsize to a pointer that outlives the call.
+        let r = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!(r, 0);
+        assert_eq!((ws.ws_col, ws.ws_row), (100, 30));
+        // The slave reads "x" then end-of-file (canonical mode: EOF at the start of the
+        // line after "x" flushes it, the next read returns 0).
+        let mut slave = std::fs::File::from(pty.slave);
+        let mut buf = [0u8; 16];
+        let n = slave.read(&mut buf).expect("read x");
+        assert_eq!(&buf[..n], b"x");
+        assert!(!attachers.has_stdin(), "stdin_once closed stdin");
+        drop(master);
     }
 }

@@ -60,15 +60,30 @@ impl MonitorConfig {
     /// Checks what can be checked before forking: the id and the socket path length.
     pub fn validate(&self) -> Result<(), MonitorError> {
         validate_id(&self.id)?;
-        let len = self.control_socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(MonitorError::Config(format!(
-                "control_socket {} is {len} bytes long; a unix socket path holds at most \
-                 {MAX_SOCKET_PATH}",
-                self.control_socket.display()
-            )));
+        let mut sockets = vec![&self.control_socket];
+        let console = self.console_socket();
+        if self.tty {
+            sockets.push(&console);
+        }
+        for socket in sockets {
+            let len = socket.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(MonitorError::Config(format!(
+                    "socket path {} is {len} bytes long; a unix socket path holds at most \
+                     {MAX_SOCKET_PATH}",
+                    socket.display()
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// Where a tty container's init sends its pty master (libcontainer's console socket):
+    /// next to the control socket, which is kept short for the same reason.
+    pub fn console_socket(&self) -> PathBuf {
+        let mut path = self.control_socket.clone().into_os_string();
+        path.push(".tty");
+        PathBuf::from(path)
     }
 
     /// `<libcontainer_root>/<id>`.
@@ -246,6 +261,12 @@ mod tests {
         cfg.control_socket = PathBuf::from(format!("/{}", "x".repeat(200)));
         let err = cfg.validate().expect_err("long socket");
         assert!(err.to_string().contains("at most 107"), "{err}");
+        // A tty container's console socket is 4 bytes longer than its control socket.
+        cfg.control_socket = PathBuf::from(format!("/{}", "x".repeat(105)));
+        cfg.validate().expect("fits without a tty");
+        cfg.tty = true;
+        let err = cfg.validate().expect_err("console socket too long");
+        assert!(err.to_string().contains(".tty"), "{err}");
         assert!(serde_json::from_str::<MonitorConfig>(r#"{"id":"x","bogus":1}"#).is_err());
     }
 

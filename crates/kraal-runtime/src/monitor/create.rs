@@ -30,6 +30,9 @@ use crate::log::{LogWriter, Stream};
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 /// …and in any case this long after init exited, even if output keeps coming.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How long the container's init may take to send its pty master once libcontainer's
+/// build has returned (it sends it before reporting ready, so this is only a bound).
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reads from the container's pipes use a buffer this big.
 const READ_BUF: usize = 32 * 1024;
 /// A control request is one short line.
@@ -44,11 +47,6 @@ pub(crate) fn run(config_path: &Path) -> i32 {
         Ok(cfg) => cfg,
         Err(e) => return print_failure(e.to_string()),
     };
-    if cfg.tty {
-        return print_failure(
-            "tty containers are not supported yet (the CRI config asks for tty: true)".into(),
-        );
-    }
     let (report_r, report_w) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return print_failure(format!("pipe: {e}")),
@@ -387,19 +385,11 @@ impl Monitor {
     /// Creates the container (init blocked until `start`) and everything around it.
     /// On error nothing is left behind.
     fn create(cfg: MonitorConfig) -> Result<Self, String> {
-        let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if cfg.stdin {
-            let (r, w) = pipe()?;
-            (r, Some(w))
+        let stdio = if cfg.tty {
+            Stdio::Console
         } else {
-            let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-            (null.into(), None)
+            Stdio::pipes(cfg.stdin)?
         };
-        for f in [&out_r, &err_r] {
-            sys::set_nonblocking(f.as_fd(), true).map_err(|e| format!("O_NONBLOCK: {e}"))?;
-        }
         let log_file = match &cfg.log_path {
             Some(p) => Some(
                 sys::open_append(p, 0o640)
@@ -426,21 +416,60 @@ impl Monitor {
             )
         })?;
         let listener = bind_control(&cfg.control_socket)?;
+        // A tty container's init opens a pty in the container's own devpts, makes the slave
+        // its controlling terminal, stdio and /dev/console, and sends the master over this
+        // socket (libcontainer's console socket, what runc does for containerd). That beats
+        // handing init a pty of ours as plain stdio: init calls setsid, so such a pty would
+        // be nobody's controlling terminal — no SIGWINCH on resize, no Ctrl-C.
+        let console = match &stdio {
+            Stdio::Console => match bind_console(&cfg.console_socket()) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let _ = fs::remove_file(&cfg.control_socket);
+                    return Err(e);
+                }
+            },
+            Stdio::Pipes { .. } => None,
+        };
 
         let log_offset = fs::metadata(&cfg.monitor_log).map(|m| m.len()).unwrap_or(0);
-        let built = ContainerBuilder::new(cfg.id.clone(), SyscallType::Linux)
-            .with_root_path(&cfg.libcontainer_root)
-            .and_then(|b| {
-                b.with_stdin(stdin_r)
-                    .with_stdout(out_w)
-                    .with_stderr(err_w)
-                    .as_init(&cfg.bundle)
-                    .with_systemd(false)
-                    .with_detach(true)
-                    .build()
-            });
-        // The builder is gone: the write ends of the output pipes are now held only by
-        // the container's init, so end-of-file means the container closed them.
+        let (outputs, stdin_w, built) = match stdio {
+            Stdio::Pipes {
+                out_r,
+                out_w,
+                err_r,
+                err_w,
+                stdin_r,
+                stdin_w,
+            } => {
+                let built = ContainerBuilder::new(cfg.id.clone(), SyscallType::Linux)
+                    .with_root_path(&cfg.libcontainer_root)
+                    .and_then(|b| {
+                        b.with_stdin(stdin_r)
+                            .with_stdout(out_w)
+                            .with_stderr(err_w)
+                            .as_init(&cfg.bundle)
+                            .with_systemd(false)
+                            .with_detach(true)
+                            .build()
+                    });
+                // The builder is gone: the write ends of the output pipes are now held only
+                // by the container's init, so end-of-file means the container closed them.
+                ([Some(out_r), Some(err_r)], stdin_w, built)
+            }
+            Stdio::Console => {
+                let built = ContainerBuilder::new(cfg.id.clone(), SyscallType::Linux)
+                    .with_root_path(&cfg.libcontainer_root)
+                    .and_then(|b| {
+                        b.with_console_socket(Some(cfg.console_socket()))
+                            .as_init(&cfg.bundle)
+                            .with_systemd(false)
+                            .with_detach(true)
+                            .build()
+                    });
+                ([None, None], None, built)
+            }
+        };
         let container = match built {
             Ok(c) => c,
             Err(e) => {
@@ -453,12 +482,36 @@ impl Monitor {
                 }
                 remove_partial_container(&cfg);
                 let _ = fs::remove_file(&cfg.control_socket);
+                let _ = fs::remove_file(cfg.console_socket());
                 return Err(msg);
             }
         };
         let Some(init) = container.pid().map(|p| Pid::from_raw(p.as_raw())) else {
             destroy(&cfg, None);
             return Err("libcontainer created the container but recorded no init pid".into());
+        };
+        let (outputs, stdin_w, terminal) = match console {
+            None => (outputs, stdin_w, None),
+            Some(console) => {
+                let master = receive_console(&console);
+                drop(console);
+                let _ = fs::remove_file(cfg.console_socket());
+                let master = match master {
+                    Ok(m) => m,
+                    Err(e) => {
+                        destroy(&cfg, Some(init));
+                        return Err(e);
+                    }
+                };
+                tracing::info!("terminal received from the container's init");
+                match terminal_fds(master, cfg.stdin) {
+                    Ok(fds) => fds,
+                    Err(e) => {
+                        destroy(&cfg, Some(init));
+                        return Err(e);
+                    }
+                }
+            }
         };
 
         if let Some(unified) = &cfg.unified_cgroup {
@@ -472,11 +525,10 @@ impl Monitor {
             }
         }
 
-        let [out_r, err_r] = [out_r, err_r].map(File::from);
         Ok(Monitor {
             init,
-            outputs: [Some(out_r), Some(err_r)],
-            attach: Attachers::new(stdin_w, cfg.stdin_once),
+            outputs: outputs.map(|o| o.map(File::from)),
+            attach: Attachers::new(stdin_w, cfg.stdin_once, terminal),
             signals: None,
             listener,
             log: LogWriter::new(LogSink(log_file)),
@@ -611,6 +663,12 @@ impl Monitor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A pty master reads EIO once every slave descriptor is closed: the
+                // terminal's end-of-file.
+                Err(e) if self.cfg.tty && e.raw_os_error() == Some(libc::EIO) => {
+                    self.close_output(i);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!("reading the container's {}: {e}", stream.as_str());
                     self.close_output(i);
@@ -846,6 +904,113 @@ impl Monitor {
     }
 }
 
+/// The container's stdio as the monitor sets it up before creating the container.
+enum Stdio {
+    /// Pipes: the monitor keeps the read ends of stdout and stderr and the write end of
+    /// stdin (`None`: the container's stdin is /dev/null).
+    Pipes {
+        out_r: OwnedFd,
+        out_w: OwnedFd,
+        err_r: OwnedFd,
+        err_w: OwnedFd,
+        stdin_r: OwnedFd,
+        stdin_w: Option<OwnedFd>,
+    },
+    /// A terminal, which the container's init creates and sends over the console socket.
+    Console,
+}
+
+impl Stdio {
+    fn pipes(stdin: bool) -> Result<Stdio, String> {
+        let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+            (null.into(), None)
+        };
+        for f in [&out_r, &err_r] {
+            sys::set_nonblocking(f.as_fd(), true).map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        }
+        Ok(Stdio::Pipes {
+            out_r,
+            out_w,
+            err_r,
+            err_w,
+            stdin_r,
+            stdin_w,
+        })
+    }
+}
+
+/// Binds the console socket (replacing a stale one), owner-only.
+fn bind_console(path: &Path) -> Result<UnixListener, String> {
+    let err = |what: &str, e: io::Error| format!("console socket {}: {what}: {e}", path.display());
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err("removing a stale socket", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err("bind", e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| err("chmod", e))?;
+    Ok(listener)
+}
+
+/// Takes the pty master the container's init sent on the console socket. libcontainer
+/// connected to the socket in this process and init sent the master before reporting
+/// ready, so it is there by now; the timeout only keeps a surprise from hanging the monitor.
+fn receive_console(listener: &UnixListener) -> Result<OwnedFd, String> {
+    let err = |what: &str, e: io::Error| format!("console socket: {what}: {e}");
+    let mut fds = [sys::pollin(listener.as_raw_fd())];
+    let deadline = Instant::now() + CONSOLE_TIMEOUT;
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i32;
+        match sys::poll(&mut fds, left) {
+            Ok(0) => {
+                return Err(format!(
+                    "the container's init did not connect to the console socket within \
+                     {CONSOLE_TIMEOUT:?}"
+                ));
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err("poll", e)),
+        }
+    }
+    let (conn, _) = listener.accept().map_err(|e| err("accept", e))?;
+    conn.set_read_timeout(Some(CONSOLE_TIMEOUT))
+        .map_err(|e| err("read timeout", e))?;
+    let master = sys::recv_fd(conn.as_fd()).map_err(|e| err("receiving the pty master", e))?;
+    // What arrives is used as the container's terminal: refuse anything else (runc and
+    // libcontainer check their side the same way since CVE-2025-52565).
+    if !sys::is_pty_master(master.as_fd()) {
+        return Err("console socket: what the container's init sent is not a pty master".into());
+    }
+    Ok(master)
+}
+
+/// A tty container's descriptors from its pty master: the output to read (as stdout), the
+/// stdin to write (only when the container has stdin) and the terminal to resize.
+#[allow(clippy::type_complexity)]
+fn terminal_fds(
+    master: OwnedFd,
+    stdin: bool,
+) -> Result<([Option<OwnedFd>; 2], Option<OwnedFd>, Option<OwnedFd>), String> {
+    sys::set_nonblocking(master.as_fd(), true).map_err(|e| format!("pty O_NONBLOCK: {e}"))?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| format!("dup of the pty master: {e}"))
+    };
+    let terminal = dup(&master)?;
+    let stdin = if stdin { Some(dup(&master)?) } else { None };
+    Ok(([Some(master), None], stdin, Some(terminal)))
+}
+
 /// Binds the control socket (replacing a stale one), owner-only.
 fn bind_control(path: &Path) -> Result<UnixListener, String> {
     let err = |what: &str, e: io::Error| format!("control socket {}: {what}: {e}", path.display());
@@ -945,6 +1110,7 @@ fn destroy(cfg: &MonitorConfig, init: Option<Pid>) {
     }
     remove_partial_container(cfg);
     let _ = fs::remove_file(&cfg.control_socket);
+    let _ = fs::remove_file(cfg.console_socket());
 }
 
 #[cfg(test)]

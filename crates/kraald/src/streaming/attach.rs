@@ -1,18 +1,21 @@
 //! Attach: the container's stdio is held by its monitor, which serves `attach` on the
 //! control socket (`kraal_runtime::monitor::attach`): it then sends the container's output
 //! as frames and takes stdin frames. Detaching is closing that connection; the container
-//! is never touched.
+//! is never touched. For a tty attach the client's terminal sizes go to the monitor as
+//! resize frames (the monitor ignores them for a container without a terminal).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kraal_runtime::monitor::attach::{
     FRAME_HEADER, FRAME_STDERR, FRAME_STDIN, FRAME_STDIN_CLOSE, FRAME_STDOUT, encode_frame,
+    encode_resize,
 };
-use kraal_stream::{AttachRequest, OutboundPipe, StreamError, StreamIo};
+use kraal_stream::{AttachRequest, OutboundPipe, StreamError, StreamIo, TerminalSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::{running_container, stream_error};
@@ -32,6 +35,8 @@ pub async fn attach(
     let record = running_container(runtime, "Attach", &req.container_id).map_err(stream_error)?;
     let socket = runtime.layout.control_socket(&record.id);
     let stdin = io.stdin.take();
+    // Sizes only for a tty attach: kraal-stream opens no resize stream otherwise.
+    let resize = if req.tty { io.resize.take() } else { None };
     let conn = tokio::time::timeout(REPLY_TIMEOUT, handshake(&socket, stdin.is_some()))
         .await
         .map_err(|_| {
@@ -40,16 +45,14 @@ pub async fn attach(
                 record.id
             ))
         })??;
-    info!(container = %record.id, stdin = stdin.is_some(), "attached");
+    info!(container = %record.id, stdin = stdin.is_some(), tty = req.tty, "attached");
     let (rd, wr) = conn.into_split();
     let mut stdout = io.stdout.take();
     let mut stderr = io.stderr.take();
     let output = relay_output(rd, &mut stdout, &mut stderr);
     let input = async move {
         let mut wr = wr;
-        if let Some(stdin) = stdin {
-            relay_input(stdin, &mut wr).await;
-        }
+        relay_input(stdin, resize, &mut wr).await;
         // The write half stays open (dropping it would shut it down, which the monitor
         // takes for a detach) until the session ends.
         std::future::pending::<()>().await
@@ -141,22 +144,55 @@ async fn relay_output(
 }
 
 /// The client's stdin as frames to the monitor, then the close signal (which closes the
-/// container's stdin only for `stdin_once` containers).
-async fn relay_input(mut stdin: impl AsyncRead + Unpin, wr: &mut OwnedWriteHalf) {
+/// container's stdin only for `stdin_once` containers); and terminal sizes as resize
+/// frames, in the order they come. Returns when both are done (or the monitor is gone).
+async fn relay_input(
+    mut stdin: Option<impl AsyncRead + Unpin>,
+    mut resize: Option<mpsc::Receiver<TerminalSize>>,
+    wr: &mut OwnedWriteHalf,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut frame = Vec::with_capacity(buf.len() + FRAME_HEADER);
-    loop {
-        let n = match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+    while stdin.is_some() || resize.is_some() {
         frame.clear();
-        encode_frame(&mut frame, FRAME_STDIN, &buf[..n]);
-        if wr.write_all(&frame).await.is_err() {
+        tokio::select! {
+            read = read_some(&mut stdin, &mut buf) => match read {
+                Some(n) => encode_frame(&mut frame, FRAME_STDIN, &buf[..n]),
+                None => {
+                    stdin = None;
+                    encode_frame(&mut frame, FRAME_STDIN_CLOSE, &[]);
+                }
+            },
+            size = next_size(&mut resize) => match size {
+                Some(size) => {
+                    debug!(width = size.width, height = size.height, "attach: resize");
+                    encode_resize(&mut frame, size.width, size.height);
+                }
+                None => resize = None,
+            },
+        }
+        if !frame.is_empty() && wr.write_all(&frame).await.is_err() {
             return;
         }
     }
-    frame.clear();
-    encode_frame(&mut frame, FRAME_STDIN_CLOSE, &[]);
-    let _ = wr.write_all(&frame).await;
+}
+
+/// The next bytes of `stdin`: `None` at its end (or error); pending forever without stdin.
+async fn read_some(stdin: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) -> Option<usize> {
+    let Some(s) = stdin else {
+        return std::future::pending().await;
+    };
+    match s.read(buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+/// The next terminal size; `None` when the client's resize stream ended; pending forever
+/// without one.
+async fn next_size(resize: &mut Option<mpsc::Receiver<TerminalSize>>) -> Option<TerminalSize> {
+    match resize {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
