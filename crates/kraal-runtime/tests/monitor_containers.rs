@@ -239,6 +239,7 @@ impl Fixture {
             timeout_ms,
             unified_cgroup: Some(self.unified_cgroup()),
             result_file: result_file.clone(),
+            terminal: false,
         };
         let cfg_path = self.dir.path().join(format!("exec-{n}.json"));
         cfg.save(&cfg_path).expect("exec.json");

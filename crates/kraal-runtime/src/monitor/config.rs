@@ -110,6 +110,9 @@ pub struct ExecConfig {
     pub unified_cgroup: Option<PathBuf>,
     /// Where [`ExecResult`] is written, atomically.
     pub result_file: PathBuf,
+    /// stdin is a terminal: the process makes it its controlling terminal (tty exec).
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 impl ExecConfig {

@@ -1,6 +1,7 @@
-//! `kraal-monitor exec`: the ExecSync helper. Runs one process in a running container on
-//! this helper's own stdin/stdout/stderr (kraald passes pipes), waits for it with a
-//! timeout, and writes the result file.
+//! `kraal-monitor exec`: the exec helper of ExecSync and the streaming Exec. Runs one
+//! process in a running container on this helper's own stdin/stdout/stderr (kraald passes
+//! pipes, or a pty's slave that the process then takes as its controlling terminal), waits
+//! for it with an optional timeout, and writes the result file.
 //!
 //! Diagnostics go to stderr only when the helper fails (exit 1); once the process runs,
 //! stderr belongs to it.
@@ -23,7 +24,7 @@ use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 
 use super::config::{ExecConfig, ExecResult, write_json};
 use super::create::exit_code_of;
-use super::exec_seccomp::SeccompExecutor;
+use super::exec_executor::ExecExecutor;
 use super::{libcontainer_error, sys};
 
 /// Entry point of `kraal-monitor exec --config <path>`.
@@ -79,7 +80,7 @@ fn exec(config_path: &Path) -> Result<(), String> {
     let seccomp = container_seccomp(&container)?;
     let pid = ContainerBuilder::new(cfg.id.clone(), SyscallType::Linux)
         .with_root_path(&cfg.libcontainer_root)
-        .map(|b| b.with_executor(SeccompExecutor::new(seccomp)))
+        .map(|b| b.with_executor(ExecExecutor::new(seccomp, cfg.terminal)))
         .and_then(|b| {
             b.as_tenant()
                 .with_process(Some(&cfg.process))
@@ -108,13 +109,16 @@ fn container_seccomp(container: &Container) -> Result<Option<LinuxSeccomp>, Stri
     Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
 }
 
-/// A terminal is not supported for exec yet; say so instead of failing obscurely.
+/// `terminal` in the process would have libcontainer make a console (through a console
+/// socket nobody serves here); a tty exec comes with its terminal on stdio instead.
 fn check_process(path: &Path) -> Result<(), String> {
     let data = fs::read(path).map_err(|e| format!("process file {}: {e}", path.display()))?;
     let process: oci_spec::runtime::Process = serde_json::from_slice(&data)
         .map_err(|e| format!("process file {}: {e}", path.display()))?;
     if process.terminal() == Some(true) {
-        return Err("exec with a terminal (tty: true) is not supported yet".into());
+        return Err(
+            "the exec process has terminal: true; a tty exec passes its pty on stdio".into(),
+        );
     }
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(format!("process file {}: no args", path.display()));

@@ -30,7 +30,7 @@ pub mod config;
 mod create;
 mod delete;
 mod exec;
-mod exec_seccomp;
+mod exec_executor;
 mod sys;
 
 use std::fs;

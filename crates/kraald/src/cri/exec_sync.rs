@@ -47,6 +47,7 @@ pub async fn exec_sync(
         &record,
         &request.cmd,
         (request.timeout.max(0) as u64) * 1000,
+        false,
     )?;
 
     let mut child = tokio::process::Command::new(&runtime.monitor_bin)

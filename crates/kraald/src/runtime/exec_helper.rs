@@ -19,12 +19,14 @@ pub struct ExecFiles {
 impl ExecFiles {
     /// Writes the process and helper config for running `cmd` in `record`'s container.
     /// `timeout_ms` 0: no timeout (the helper waits for the command however long it runs).
+    /// `terminal`: the helper's stdin is a pty the command takes as its controlling terminal.
     pub fn write(
         runtime: &Runtime,
         call: &str,
         record: &ContainerRecord,
         cmd: &[String],
         timeout_ms: u64,
+        terminal: bool,
     ) -> Result<ExecFiles, Status> {
         let layout = &runtime.layout;
         let id = &record.id;
@@ -50,6 +52,7 @@ impl ExecFiles {
                 _ => None,
             },
             result_file: files.result_file.clone(),
+            terminal,
         };
         let json =
             serde_json::to_vec(&config).map_err(|e| internal("serialising the exec config", e))?;
@@ -75,7 +78,9 @@ impl Drop for ExecFiles {
 }
 
 /// The container's own process settings (env, cwd, user, capabilities) with `cmd` as args.
-/// `terminal` stays false even for a tty exec: the helper's stdio is already the pty.
+/// `terminal` stays false even for a tty exec: the helper's stdio is already the pty, sized
+/// before the command starts (a console libcontainer made would exist only once the command
+/// runs), and the command takes it as its controlling terminal itself.
 fn exec_process(bundle_config: &Path, cmd: &[String]) -> Result<serde_json::Value, Status> {
     let bytes = std::fs::read(bundle_config)
         .map_err(|e| io_status(format!("reading {}", bundle_config.display()), e))?;

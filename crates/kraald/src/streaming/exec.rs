@@ -33,7 +33,8 @@ pub async fn exec(
     mut io: StreamIo,
 ) -> Result<i32, StreamError> {
     let record = running_container(runtime, "Exec", &req.container_id).map_err(stream_error)?;
-    let files = ExecFiles::write(runtime, "Exec", &record, &req.cmd, 0).map_err(stream_error)?;
+    let files =
+        ExecFiles::write(runtime, "Exec", &record, &req.cmd, 0, req.tty).map_err(stream_error)?;
     let mut cmd = Command::new(&runtime.monitor_bin);
     cmd.arg("exec")
         .arg("--config")
@@ -101,17 +102,19 @@ fn piped_if(wanted: bool) -> Stdio {
     }
 }
 
-/// Starts the helper as a session leader with the pty slave as its controlling terminal,
-/// so the command gets job control, ^C and SIGWINCH like in a login shell.
+/// Starts the helper with the pty slave as its stdio. The command makes the slave its
+/// controlling terminal, in a session of its own (`kraal-monitor exec` with `terminal`), so
+/// ^C and SIGWINCH reach the command's foreground process group and never the helper. The
+/// helper leads a session without a terminal, apart from kraald's.
 fn spawn_on_pty(mut cmd: Command, slave: OwnedFd) -> std::io::Result<Child> {
     cmd.stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid and
-    // ioctl, which are async-signal-safe.
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid, which
+    // is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
