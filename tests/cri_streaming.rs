@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kraal_e2e::{Kraald, cri, pod_config, shell_container};
 use kraal_stream_testclient::spdy_client::{SpdyClient, Stream};
+use kraal_stream_testclient::ws_client::{WsClient, WsMessage};
 use serde_json::Value;
 use tonic::Code;
 
@@ -182,6 +183,32 @@ async fn exec_through_cri() {
     let rest = s.stdout.read_to_end(T).await;
     assert_eq!(String::from_utf8_lossy(&rest).trim(), "30 100");
     assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+
+    // An interactive shell on a tty: ^C interrupts the command it runs (SIGINT to the
+    // terminal's foreground process group), not the session, and the shell goes on. `sleep
+    // 30` outlasts T, so only a working ^C lets the next line through in time.
+    let url = exec_url(&kraald, &id, &["sh"], true, true).await;
+    let mut s = open(&url, true, true).await;
+    let stdin = s.stdin.take().expect("stdin");
+    let resize = s.resize.take().expect("resize");
+    resize.write(br#"{"Width":80,"Height":24}"#).await;
+    stdin.write(b"sleep 30; echo slept\n").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdin.write(b"\x03").await;
+    stdin.write(b"echo $((40+2))\n").await;
+    let out = s
+        .stdout
+        .read_until(T, |o| o.windows(4).any(|w| w == b"42\r\n"))
+        .await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("42\r\n"), "{text:?}");
+    // (The terminal echoes the typed line, "…; echo slept"; the output would be a line of
+    // its own.)
+    assert!(!text.contains("\nslept\r\n"), "{text:?}");
+    stdin.write(b"exit 7\n").await;
+    s.stdout.read_to_end(T).await;
+    let st = status(&s.error.read_to_end(T).await);
+    assert_eq!(st["details"]["causes"][0]["message"], "7", "{st}");
 
     // The command really runs in the container (its own PID namespace: sh is PID 1).
     let url = exec_url(&kraald, &id, &["cat", "/proc/1/cmdline"], false, false).await;
@@ -528,6 +555,164 @@ async fn attach_to_running_containers() {
         kraald.container_status(&ticker).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
+
+    // Refusals at the call: a terminal attach to a container made without one, no stream
+    // asked for at all, an unknown container, an exited one.
+    let refused = |container_id: &str, tty: bool, stdout: bool| cri::AttachRequest {
+        container_id: container_id.to_string(),
+        stdin: false,
+        tty,
+        stdout,
+        stderr: false,
+    };
+    let mut rt = kraald.runtime().await;
+    let err = rt
+        .attach(refused(&ticker, true, true))
+        .await
+        .expect_err("tty attach to a container without a tty");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("without a tty"), "{err:?}");
+    let err = rt
+        .attach(refused(&ticker, false, false))
+        .await
+        .expect_err("no streams");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = rt
+        .attach(refused("nope", false, true))
+        .await
+        .expect_err("unknown container");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = rt
+        .attach(refused(&reader, false, true))
+        .await
+        .expect_err("exited container");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+/// Channel data of a WebSocket exec until the server closes: (stdout, stderr, status).
+async fn ws_collect(ws: &mut WsClient) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        match ws.recv_timeout(T).await {
+            Some(WsMessage::Binary(b)) => match b.split_first() {
+                Some((1, d)) => out.extend_from_slice(d),
+                Some((2, d)) => err.extend_from_slice(d),
+                Some((3, d)) => status.extend_from_slice(d),
+                other => panic!("unexpected message {other:?}"),
+            },
+            Some(WsMessage::Close(code)) => {
+                assert_eq!(code, Some(1000));
+                ws.close().await;
+                return (out, err, status);
+            }
+            other => panic!("exec over WebSocket: {other:?} before Close"),
+        }
+    }
+}
+
+/// Clients that speak WebSocket to the URLs directly (kubectl 1.30+ and client-go's
+/// WebSocket executor): exec on v5 and v4, and port-forward to two ports of a pod at once.
+#[tokio::test]
+async fn websocket_exec_and_port_forward() {
+    let (kraald, pod, id) = setup("ws", "nc -ll -p 8080 -e cat & exec nc -ll -p 9090 -e cat").await;
+
+    let url = exec_url(
+        &kraald,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut ws = WsClient::connect(&url, &["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    assert_eq!(ws.protocol.as_deref(), Some("v5.channel.k8s.io"));
+    let (out, err, st) = ws_collect(&mut ws).await;
+    assert_eq!(
+        (out.as_slice(), err.as_slice()),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
+    let st = status(&st);
+    assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
+
+    // v5's close channel ends stdin: cat sees EOF, echoes everything and exits 0.
+    let url = exec_url(&kraald, &id, &["cat"], true, false).await;
+    let mut ws = WsClient::connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    let input: Vec<u8> = (0..200_000).map(|i| (i % 241) as u8).collect();
+    for chunk in input.chunks(16 * 1024) {
+        ws.send(0, chunk).await;
+    }
+    ws.send(255, &[0]).await;
+    let (out, _, st) = ws_collect(&mut ws).await;
+    assert!(
+        out == input,
+        "cat returned {} of {} bytes",
+        out.len(),
+        input.len()
+    );
+    assert_eq!(status(&st)["status"], "Success");
+
+    // Port-forward: the ports come in the query; each port gets a data and an error
+    // channel (0/1 for the first, 2/3 for the second), each opened by a frame carrying the
+    // port number.
+    let url = kraald
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod,
+            port: vec![8080, 9090],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let mut ws = WsClient::connect(&format!("{url}?ports=8080,9090"), &["v4.channel.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    let mut opened = Vec::new();
+    for _ in 0..4 {
+        match ws.recv_timeout(T).await {
+            Some(WsMessage::Binary(b)) if b.len() == 3 => {
+                opened.push((b[0], u16::from_le_bytes([b[1], b[2]])))
+            }
+            other => panic!("expected a port frame, got {other:?}"),
+        }
+    }
+    opened.sort();
+    assert_eq!(opened, vec![(0, 8080), (1, 8080), (2, 9090), (3, 9090)]);
+    let first: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 13) as u8).collect();
+    let second: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 + 1) as u8).collect();
+    let (mut got_first, mut got_second) = (Vec::new(), Vec::new());
+    let mut sent = 0;
+    while got_first.len() < first.len() || got_second.len() < second.len() {
+        if sent < first.len() {
+            let end = (sent + 64 * 1024).min(first.len());
+            ws.send(0, &first[sent..end]).await;
+            ws.send(2, &second[sent..end]).await;
+            sent = end;
+        }
+        while got_first.len() < sent || got_second.len() < sent {
+            match ws.recv_timeout(T).await {
+                Some(WsMessage::Binary(b)) if b[0] == 0 => got_first.extend_from_slice(&b[1..]),
+                Some(WsMessage::Binary(b)) if b[0] == 2 => got_second.extend_from_slice(&b[1..]),
+                other => panic!("port-forward over WebSocket: unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(
+        got_first == first,
+        "port 8080: {} bytes back",
+        got_first.len()
+    );
+    assert!(
+        got_second == second,
+        "port 9090: {} bytes back",
+        got_second.len()
+    );
+    ws.close().await;
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -611,6 +796,18 @@ async fn attach_to_a_tty_container() {
     stdin.write(b"echo $((6*7))\n").await;
     let out = s.stdout.read_until(T, |o| contains(o, b"42\r\n")).await;
     assert!(contains(&out, b"42\r\n"), "{out:?}");
+    // The container's terminal is its init's controlling terminal: ^C interrupts what the
+    // shell runs (`sleep 30` outlasts T), and the shell goes on.
+    stdin.write(b"sleep 30\n").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdin.write(b"\x03").await;
+    stdin.write(b"echo $((6*8))\n").await;
+    let out = s.stdout.read_until(T, |o| contains(o, b"48\r\n")).await;
+    assert!(
+        contains(&out, b"48\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
     // `exit` ends the shell: the container exits 0 and the session ends.
     stdin.write(b"exit\n").await;
     s.stdout.read_to_end(T).await;
