@@ -236,6 +236,20 @@ async fn exec_through_cri() {
     exec_url(&kraald, &id, &["true"], false, false).await;
 }
 
+/// How many pty masters process `pid` holds open.
+fn pty_masters(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target == std::path::Path::new("/dev/ptmx"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Processes of the node whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<i32> {
     let mut found = Vec::new();
@@ -252,6 +266,22 @@ fn processes_with(needle: &str) -> Vec<i32> {
         }
     }
     found
+}
+
+/// The exec helpers one kraald runs (its children; other tests' kraalds run theirs).
+fn exec_helpers_of(kraald_pid: u32) -> Vec<i32> {
+    processes_with("kraal-monitor exec")
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // The parent pid is the second field after the parenthesised command.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|ppid| ppid.parse::<u32>().ok())
+                    == Some(kraald_pid)
+            })
+        })
+        .collect()
 }
 
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -282,15 +312,25 @@ async fn a_client_killed_mid_exec_leaves_nothing() {
             !processes_with(&needle).is_empty()
         })
         .await;
-        let helpers_before = processes_with("kraal-monitor exec").len();
+        let helpers_before = exec_helpers_of(kraald.pid()).len();
         assert!(helpers_before >= 1, "no exec helper is running");
+        assert_eq!(
+            pty_masters(kraald.pid()),
+            usize::from(tty),
+            "pty masters of kraald"
+        );
         s.client.kill().await;
         wait_until("the exec'd command outlived its client", || {
             processes_with(&needle).is_empty()
         })
         .await;
         wait_until("the exec helper outlived its client", || {
-            processes_with("kraal-monitor exec").is_empty()
+            exec_helpers_of(kraald.pid()).is_empty()
+        })
+        .await;
+        // Nor does kraald keep the session's pty master (a pty master is a /dev/ptmx fd).
+        wait_until("kraald still holds a pty master", || {
+            pty_masters(kraald.pid()) == 0
         })
         .await;
     }
