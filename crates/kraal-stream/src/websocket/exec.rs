@@ -3,7 +3,6 @@
 //! client is done sending on (stdin EOF, which v4 cannot express).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -11,12 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{channel_message, pump, writer};
+use super::{channel_message, next_channel_message, normal_close, pump, run_session};
 use crate::config::ServerConfig;
 use crate::idle::Activity;
 use crate::pipe;
@@ -84,11 +81,7 @@ pub(crate) async fn serve<R, IO>(
                 if let Some(status) = version.status(&outcome) {
                     let _ = out_tx.send(channel_message(ERROR, &status)).await;
                 }
-                let close = CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                };
-                let _ = out_tx.send(Message::Close(Some(close))).await;
+                let _ = out_tx.send(normal_close()).await;
             }
         }
     };
@@ -97,17 +90,7 @@ pub(crate) async fn serve<R, IO>(
         let gone = gone.clone();
         let activity = activity.clone();
         async move {
-            while let Some(msg) = stream.next().await {
-                activity.touch();
-                let data = match msg {
-                    Ok(Message::Binary(b)) => b,
-                    Ok(Message::Close(_)) | Err(_) => break,
-                    Ok(_) => continue,
-                };
-                let Some((&channel, rest)) = data.split_first() else {
-                    continue;
-                };
-                let rest = data.slice(data.len() - rest.len()..);
+            while let Some((channel, rest)) = next_channel_message(&mut stream, &activity).await {
                 match channel {
                     STDIN => feed(&mut stdin_tx, rest).await,
                     RESIZE => feed(&mut resize_tx, rest).await,
@@ -124,19 +107,7 @@ pub(crate) async fn serve<R, IO>(
         }
     };
 
-    let done = CancellationToken::new();
-    let served = async {
-        tokio::join!(main, writer(sink, out_rx, activity.clone()));
-        done.cancel();
-    };
-    let read_until_done = async {
-        tokio::select! {
-            _ = reader => {}
-            // Give the client a moment to answer our Close.
-            _ = async { done.cancelled().await; tokio::time::sleep(Duration::from_secs(1)).await } => {}
-        }
-    };
-    tokio::join!(served, read_until_done);
+    run_session(main, sink, out_rx, activity, reader).await;
 }
 
 async fn feed(tx: &mut Option<mpsc::Sender<Bytes>>, data: Bytes) {

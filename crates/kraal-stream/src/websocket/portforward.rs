@@ -3,7 +3,6 @@
 //! bytes, little-endian. One forwarded connection per port, for the socket's lifetime.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -11,12 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{channel_message, pump, writer};
+use super::{channel_message, next_channel_message, normal_close, pump, run_session};
 use crate::config::ServerConfig;
 use crate::idle::Activity;
 use crate::pipe::{self, PortStream};
@@ -85,11 +82,7 @@ pub(crate) async fn serve<R, IO>(
                 }
             }
             if !gone.is_cancelled() {
-                let close = CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                };
-                let _ = out_tx.send(Message::Close(Some(close))).await;
+                let _ = out_tx.send(normal_close()).await;
             }
         }
     };
@@ -98,17 +91,8 @@ pub(crate) async fn serve<R, IO>(
         let gone = gone.clone();
         let activity = activity.clone();
         async move {
-            while let Some(msg) = stream.next().await {
-                activity.touch();
-                let data = match msg {
-                    Ok(Message::Binary(b)) => b,
-                    Ok(Message::Close(_)) | Err(_) => break,
-                    Ok(_) => continue,
-                };
-                let Some(&channel) = data.first() else {
-                    continue;
-                };
-                let payload = data.slice(1..);
+            while let Some((channel, payload)) = next_channel_message(&mut stream, &activity).await
+            {
                 let idx = usize::from(channel / 2);
                 if channel % 2 == 1 || payload.is_empty() {
                     continue;
@@ -126,16 +110,5 @@ pub(crate) async fn serve<R, IO>(
         }
     };
 
-    let done = CancellationToken::new();
-    let served = async {
-        tokio::join!(main, writer(sink, out_rx, activity.clone()));
-        done.cancel();
-    };
-    let read_until_done = async {
-        tokio::select! {
-            _ = reader => {}
-            _ = async { done.cancelled().await; tokio::time::sleep(Duration::from_secs(1)).await } => {}
-        }
-    };
-    tokio::join!(served, read_until_done);
+    run_session(main, sink, out_rx, activity, reader).await;
 }
