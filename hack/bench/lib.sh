@@ -174,3 +174,26 @@ remove_work_dir() {
     rm -rf --one-file-system "$work"
   fi
 }
+
+# Starts the run's own registry under WORK/registry (remove_work_dir stops it) and sets
+# KRAAL_TEST_REGISTRY, image (busybox) and pause_image from it.
+start_run_registry() {
+  mkdir -p "$1/registry"
+  hack/registry.sh start "$1/registry" >/dev/null
+  # shellcheck disable=SC1091
+  source "$1/registry/registry.env"
+  image="$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest"
+  pause_image="$KRAAL_TEST_REGISTRY/kraal-test/pause:3.9"
+}
+
+# The EXIT trap of a side-by-side run with nothing else to undo: both runtimes taken down,
+# the work dir removed, the run's exit status kept. Reads the run's globals work, bench,
+# kraald_pid, containerd_pid and cg_root.
+teardown_run() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  stop_runtimes "$rc" "$work" "$bench" "$kraald_pid" "$containerd_pid" "$cg_root"
+  remove_work_dir "$work"
+  exit "$rc"
+}

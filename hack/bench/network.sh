@@ -182,11 +182,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-mkdir -p "$work/registry" "$work/cni" "$work/kraal" "$work/containerd"
-hack/registry.sh start "$work/registry" >/dev/null
-# shellcheck disable=SC1091
-source "$work/registry/registry.env"
-pause_image="$KRAAL_TEST_REGISTRY/kraal-test/pause:3.9"
+mkdir -p "$work/cni" "$work/kraal" "$work/containerd"
+start_run_registry "$work"
 
 # The one conflist both runtimes read: the development network, renamed and re-addressed.
 python3 - hack/cni/10-kraal.conflist "$work/cni/10-$netname.conflist" "$netname" "$bridge" "$subnet" <<'PY'

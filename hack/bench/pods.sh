@@ -64,24 +64,11 @@ children_matching() {
 monitor_pids() { our_procs kraal-monitor "$work/ks/"; }
 shim_pids() { our_procs containerd-shim-runc-v2 "$work/containerd/"; }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  stop_runtimes "$rc" "$work" "$bench" "$kraald_pid" "$containerd_pid" "$cg_root"
-  remove_work_dir "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap teardown_run EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-mkdir -p "$work/registry"
-hack/registry.sh start "$work/registry" >/dev/null
-# shellcheck disable=SC1091
-source "$work/registry/registry.env"
-image="$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest"
-pause_image="$KRAAL_TEST_REGISTRY/kraal-test/pause:3.9"
+start_run_registry "$work"
 
 pss_kb() { awk '/^Pss:/ {print $2; found=1} END {if (!found) print 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

@@ -46,24 +46,11 @@ cg_root=/$(basename "$work")
 kraald_pid=
 containerd_pid=
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  stop_runtimes "$rc" "$work" "$bench" "$kraald_pid" "$containerd_pid" "$cg_root"
-  remove_work_dir "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap teardown_run EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-mkdir -p "$work/registry"
-hack/registry.sh start "$work/registry" >/dev/null
-# shellcheck disable=SC1091
-source "$work/registry/registry.env"
-image="$KRAAL_TEST_REGISTRY/kraal-test/busybox:latest"
-pause_image="$KRAAL_TEST_REGISTRY/kraal-test/pause:3.9"
+start_run_registry "$work"
 
 first=
 peers=()
