@@ -71,11 +71,15 @@ async fn calls_not_built_yet_answer_unimplemented_with_their_name() {
     let err = kraald
         .runtime()
         .await
-        .attach(cri::AttachRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
-        .expect_err("Attach (the streaming server) is not built yet");
+        .expect_err("CheckpointContainer is not built");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Attach"), "{}", err.message());
+    assert!(
+        err.message().contains("CheckpointContainer"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
