@@ -197,3 +197,44 @@ teardown_run() {
   remove_work_dir "$work"
   exit "$rc"
 }
+
+# Installs containerd and runc, the peer the side-by-side benchmarks compare with, when missing.
+need_containerd() {
+  command -v containerd >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && return 0
+  say "installing containerd and runc (the peer to compare with)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq containerd runc >/dev/null
+}
+
+# Builds kraald, kraal-monitor and kraal-bench for release; sets release, bench and kraald_bin.
+build_release() {
+  cargo build --release -p kraal-bench -p kraald -p kraal-runtime
+  release=$(release_dir)
+  bench=$release/kraal-bench
+  kraald_bin=$release/kraald
+  [ -x "$release/kraal-monitor" ] ||
+    { say "$release/kraal-monitor is missing after the build"; exit 1; }
+}
+
+# start_kraald WORK [ARGS...]: kraald with its socket, root and log under WORK/kraal and a short
+# state dir, WORK/ks (the monitors' control sockets live in it, and a unix socket path holds at
+# most 107 bytes); ARGS go to kraald too. Sets kraald_pid once the socket answers.
+start_kraald() {
+  local work=$1
+  shift
+  mkdir -p "$work/kraal"
+  "$kraald_bin" "$@" --socket "$work/kraal/kraal.sock" --root "$work/kraal/root" \
+    --state "$work/ks" --log-level warn 2>"$work/kraal/log" &
+  kraald_pid=$!
+  wait_socket "$work/kraal/kraal.sock" "$kraald_pid"
+}
+
+# start_containerd DIR: containerd from DIR/config.toml (write_containerd_config), logging to
+# DIR/log. Sets containerd_pid once the socket answers.
+start_containerd() {
+  local dir=$1
+  containerd --config "$dir/config.toml" --log-level warn 2>"$dir/log" &
+  containerd_pid=$!
+  wait_socket "$dir/containerd.sock" "$containerd_pid"
+}

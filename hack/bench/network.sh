@@ -43,19 +43,8 @@ if ip -4 -o addr show | grep -qF " inet $prefix" || ip -4 route show | grep -qF 
   exit 1
 fi
 
-if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
-  echo "bench: installing containerd and runc (the peer to compare with)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq containerd runc >/dev/null
-fi
-
-cargo build --release -p kraal-bench -p kraald -p kraal-runtime
-release=$(release_dir)
-bench=$release/kraal-bench
-kraald_bin=$release/kraald
-[ -x "$release/kraal-monitor" ] ||
-  { echo "bench: $release/kraal-monitor is missing after the build" >&2; exit 1; }
+need_containerd
+build_release
 
 netname=kraal-bench-$$
 bridge=kbn$$
@@ -207,15 +196,9 @@ cat >"$work/kraal/config.toml" <<TOML
 conf_dir = "$work/cni"
 bin_dirs = ["/usr/lib/cni"]
 TOML
-# A short state dir: the monitors' control sockets live in it (unix socket paths <= 107 bytes).
-"$kraald_bin" --config "$work/kraal/config.toml" --socket "$work/kraal/kraal.sock" \
-  --root "$work/kraal/root" --state "$work/ks" --log-level warn 2>"$work/kraal/log" &
-kraald_pid=$!
+start_kraald "$work" --config "$work/kraal/config.toml"
 write_containerd_config "$work/containerd" "$KRAAL_TEST_REGISTRY" "$pause_image" "$work/cni"
-containerd --config "$work/containerd/config.toml" --log-level warn 2>"$work/containerd/log" &
-containerd_pid=$!
-wait_socket "$work/kraal/kraal.sock" "$kraald_pid"
-wait_socket "$work/containerd/containerd.sock" "$containerd_pid"
+start_containerd "$work/containerd"
 sleep 2
 
 # sandboxes RT ROUND COUNT WARMUP: one round of RT's timed lifecycles; JSON lines appended to

@@ -26,19 +26,8 @@ fill_pods=10
 fill_containers=5
 fill_total=$((fill_pods * fill_containers))
 
-if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
-  echo "bench: installing containerd and runc (the peer to compare with)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq containerd runc >/dev/null
-fi
-
-cargo build --release -p kraal-bench -p kraald -p kraal-runtime
-release=$(release_dir)
-bench=$release/kraal-bench
-kraald_bin=$release/kraald
-[ -x "$release/kraal-monitor" ] ||
-  { echo "bench: $release/kraal-monitor is missing after the build" >&2; exit 1; }
+need_containerd
+build_release
 
 work=$(mktemp -d /tmp/kraal-bench.XXXXXX)
 # Every pod's cgroup_parent is $cg_root/<runtime>/<pod>: one tree to empty and remove.
@@ -131,13 +120,7 @@ measure() {
 for rt in $runtimes; do
   case "$rt" in
     kraal)
-      mkdir -p "$work/kraal"
-      # A short state dir: the monitors' control sockets live in it, and a unix socket
-      # path holds at most 107 bytes.
-      "$kraald_bin" --socket "$work/kraal/kraal.sock" --root "$work/kraal/root" \
-        --state "$work/ks" --log-level warn 2>"$work/kraal/log" &
-      kraald_pid=$!
-      wait_socket "$work/kraal/kraal.sock" "$kraald_pid"
+      start_kraald "$work"
       sleep 1
       measure kraal "$kraald_pid" "$work/kraal/kraal.sock" monitor_pids ""
       stop_pid "$kraald_pid"
@@ -145,9 +128,7 @@ for rt in $runtimes; do
       ;;
     containerd)
       write_containerd_config "$work/containerd" "$KRAAL_TEST_REGISTRY" "$pause_image"
-      containerd --config "$work/containerd/config.toml" --log-level warn 2>"$work/containerd/log" &
-      containerd_pid=$!
-      wait_socket "$work/containerd/containerd.sock" "$containerd_pid"
+      start_containerd "$work/containerd"
       sleep 2
       measure containerd "$containerd_pid" "$work/containerd/containerd.sock" shim_pids \
         "sleep 2147483647"

@@ -28,17 +28,10 @@ forward_runs=${BENCH_FORWARD_RUNS:-2}
   { echo "usage: $0 [iterations] [seconds]" >&2; exit 2; }
 export RUST_LIB_BACKTRACE=0
 
-if [[ " $runtimes " == *" containerd "* ]] &&
-  { ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; }; then
-  say "installing containerd and runc (the peer to compare with)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq containerd runc >/dev/null
+if [[ " $runtimes " == *" containerd "* ]]; then
+  need_containerd
 fi
-
-cargo build --release -p kraal-bench -p kraald -p kraal-runtime
-target=$(release_dir)
-bench=$target/kraal-bench
+build_release
 
 work=$(mktemp -d /tmp/kraal-stream-bench.XXXXXX)
 # Every pod's cgroup_parent is $cg_root/<runtime>: one tree to empty and remove.
@@ -57,21 +50,14 @@ peers=()
 for rt in $runtimes; do
   case "$rt" in
     kraal)
-      mkdir -p "$work/kraal"
-      # A short state dir: the monitors' control sockets live in it, and a unix socket
-      # path holds at most 107 bytes. The streaming server is on its default (loopback,
-      # a kernel-chosen port), as containerd's.
-      "$target/kraald" --socket "$work/kraal/kraal.sock" --root "$work/kraal/root" \
-        --state "$work/ks" --log-level warn 2>"$work/kraal/log" &
-      kraald_pid=$!
-      wait_socket "$work/kraal/kraal.sock" "$kraald_pid"
+      # The streaming server is on its default (loopback, a kernel-chosen port), as
+      # containerd's.
+      start_kraald "$work"
       socket=$work/kraal/kraal.sock
       ;;
     containerd)
       write_containerd_config "$work/containerd" "$KRAAL_TEST_REGISTRY" "$pause_image"
-      containerd --config "$work/containerd/config.toml" --log-level warn 2>"$work/containerd/log" &
-      containerd_pid=$!
-      wait_socket "$work/containerd/containerd.sock" "$containerd_pid"
+      start_containerd "$work/containerd"
       socket=$work/containerd/containerd.sock
       ;;
     *)
