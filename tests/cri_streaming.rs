@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use kraal_e2e::{Kraald, cri, pod_config, shell_container};
-use kraal_stream_testclient::spdy_client::{SpdyClient, Stream};
+use kraal_stream_testclient::remotecommand::{Session, status};
+use kraal_stream_testclient::spdy_client::SpdyClient;
 use kraal_stream_testclient::ws_client::{WsClient, WsMessage};
-use serde_json::Value;
 use tonic::Code;
 
 const T: Duration = Duration::from_secs(20);
@@ -57,51 +57,9 @@ async fn exec_request(
         .map(|r| r.into_inner().url)
 }
 
-/// The streams of one exec or attach session, opened in kubectl's order.
-struct Session {
-    client: SpdyClient,
-    error: Stream,
-    stdin: Option<Stream>,
-    stdout: Stream,
-    stderr: Option<Stream>,
-    resize: Option<Stream>,
-}
-
+/// An exec or attach session on kraald's URL, over SPDY with remotecommand v4.
 async fn open(url: &str, stdin: bool, tty: bool) -> Session {
-    let (client, chosen) = SpdyClient::connect(url, &["v4.channel.k8s.io"], false)
-        .await
-        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
-    assert_eq!(chosen, "v4.channel.k8s.io");
-    let error = client.open(&[("streamtype", "error")]).await;
-    let stdin = if stdin {
-        Some(client.open(&[("streamtype", "stdin")]).await)
-    } else {
-        None
-    };
-    let stdout = client.open(&[("streamtype", "stdout")]).await;
-    let stderr = if tty {
-        None
-    } else {
-        Some(client.open(&[("streamtype", "stderr")]).await)
-    };
-    let resize = if tty {
-        Some(client.open(&[("streamtype", "resize")]).await)
-    } else {
-        None
-    };
-    Session {
-        client,
-        error,
-        stdin,
-        stdout,
-        stderr,
-        resize,
-    }
-}
-
-fn status(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(bytes)))
+    Session::open(url, "v4.channel.k8s.io", stdin, tty, false).await
 }
 
 #[tokio::test]

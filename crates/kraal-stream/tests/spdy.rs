@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::remotecommand::{Session as Exec, status};
 use common::spdy_client::{Event as SEvent, SpdyClient, Stream};
 use common::{Event, echo_server, exec, init_tracing, process_alive, server};
 use kraal_stream::{AttachRequest, PortForwardRequest, ServerConfig};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const T: Duration = Duration::from_secs(10);
@@ -23,51 +23,6 @@ fn client_dictionary_is_the_spdy3_one() {
     );
 }
 
-struct Exec {
-    client: SpdyClient,
-    error: Stream,
-    stdin: Option<Stream>,
-    stdout: Stream,
-    stderr: Option<Stream>,
-    resize: Option<Stream>,
-}
-
-async fn open_exec(url: &str, proto: &str, stdin: bool, tty: bool, flow: bool) -> Exec {
-    let (client, chosen) = SpdyClient::connect(url, &[proto], flow).await.unwrap();
-    assert_eq!(chosen, proto);
-    // The order kubectl uses: error first.
-    let error = client.open(&[("streamtype", "error")]).await;
-    let stdin = if stdin {
-        Some(client.open(&[("streamtype", "stdin")]).await)
-    } else {
-        None
-    };
-    let stdout = client.open(&[("streamtype", "stdout")]).await;
-    let stderr = if tty {
-        None
-    } else {
-        Some(client.open(&[("streamtype", "stderr")]).await)
-    };
-    let resize = if tty && proto != "v2.channel.k8s.io" {
-        Some(client.open(&[("streamtype", "resize")]).await)
-    } else {
-        None
-    };
-    Exec {
-        client,
-        error,
-        stdin,
-        stdout,
-        stderr,
-        resize,
-    }
-}
-
-fn status(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(bytes)))
-}
-
 #[tokio::test]
 async fn exec_echo_hi() {
     init_tracing();
@@ -75,7 +30,7 @@ async fn exec_echo_hi() {
     let url = srv
         .get_exec_url(exec(&["echo", "hi"], false, false))
         .unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", false, false, true).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", false, false, true).await;
     assert_eq!(e.stdout.read_to_end(T).await, b"hi\n");
     assert_eq!(e.stderr.as_mut().unwrap().read_to_end(T).await, b"");
     let st = status(&e.error.read_to_end(T).await);
@@ -93,7 +48,7 @@ async fn exec_exit_code_3_is_reported() {
     let url = srv
         .get_exec_url(exec(&["sh", "-c", "echo oops >&2; exit 3"], false, false))
         .unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", false, false, true).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", false, false, true).await;
     assert_eq!(e.stderr.as_mut().unwrap().read_to_end(T).await, b"oops\n");
     let st = status(&e.error.read_to_end(T).await);
     assert_eq!(st["status"], "Failure");
@@ -109,19 +64,19 @@ async fn older_protocols_carry_text_errors() {
         let url = srv
             .get_exec_url(exec(&["sh", "-c", "exit 3"], false, false))
             .unwrap();
-        let mut e = open_exec(&url, proto, false, false, false).await;
+        let mut e = Exec::open(&url, proto, false, false, false).await;
         let text = String::from_utf8(e.error.read_to_end(T).await).unwrap();
         assert!(text.contains("exit status 3"), "{proto}: {text}");
     }
     let url = srv.get_exec_url(exec(&["true"], false, false)).unwrap();
-    let mut e = open_exec(&url, "v3.channel.k8s.io", false, false, false).await;
+    let mut e = Exec::open(&url, "v3.channel.k8s.io", false, false, false).await;
     assert_eq!(e.error.read_to_end(T).await, b"");
 }
 
 async fn stdin_roundtrip(flow: bool, size: usize) {
     let (srv, _rt) = server(ServerConfig::default()).await;
     let url = srv.get_exec_url(exec(&["cat"], true, false)).unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", true, false, flow).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", true, false, flow).await;
     let input: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let stdin = e.stdin.take().unwrap();
     let writer = {
@@ -159,7 +114,7 @@ async fn exec_tty_resize_reaches_stty() {
             true,
         ))
         .unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", false, true, true).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", false, true, true).await;
     let resize = e.resize.as_ref().unwrap();
     resize.write(br#"{"Width":120,"Height":40}"#).await;
     let first = e
@@ -192,7 +147,7 @@ async fn attach_to_a_printing_container_with_two_clients() {
     let mut clients = Vec::new();
     for _ in 0..2 {
         let url = srv.get_attach_url(req.clone()).unwrap();
-        clients.push(open_exec(&url, "v4.channel.k8s.io", false, false, true).await);
+        clients.push(Exec::open(&url, "v4.channel.k8s.io", false, false, true).await);
     }
     for c in clients.iter_mut() {
         let out = c
@@ -337,7 +292,7 @@ async fn port_forward_error_reaches_the_error_stream() {
 async fn a_url_works_once() {
     let (srv, _rt) = server(ServerConfig::default()).await;
     let url = srv.get_exec_url(exec(&["true"], false, false)).unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", false, false, false).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", false, false, false).await;
     e.error.read_to_end(T).await;
     let refused = SpdyClient::connect(&url, &["v4.channel.k8s.io"], false)
         .await
@@ -374,7 +329,7 @@ async fn unknown_protocol_versions_are_refused_and_the_url_kept() {
         .unwrap();
     assert_eq!(refused.status, 403);
     assert!(refused.headers["x-accepted-stream-protocol-versions"].contains("v4.channel.k8s.io"));
-    let mut e = open_exec(&url, "v4.channel.k8s.io", false, false, false).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", false, false, false).await;
     assert_eq!(status(&e.error.read_to_end(T).await)["status"], "Success");
 }
 
@@ -388,7 +343,7 @@ async fn concurrent_stream_limit() {
     let first = srv
         .get_exec_url(exec(&["sleep", "5"], false, false))
         .unwrap();
-    let e = open_exec(&first, "v4.channel.k8s.io", false, false, false).await;
+    let e = Exec::open(&first, "v4.channel.k8s.io", false, false, false).await;
     let second = srv.get_exec_url(exec(&["true"], false, false)).unwrap();
     let refused = SpdyClient::connect(&second, &["v4.channel.k8s.io"], false)
         .await
@@ -398,7 +353,7 @@ async fn concurrent_stream_limit() {
     e.client.kill().await;
     wait_idle(&srv).await;
     // The refused URL was not consumed.
-    let mut e = open_exec(&second, "v4.channel.k8s.io", false, false, false).await;
+    let mut e = Exec::open(&second, "v4.channel.k8s.io", false, false, false).await;
     assert_eq!(status(&e.error.read_to_end(T).await)["status"], "Success");
 }
 
@@ -412,7 +367,7 @@ async fn a_client_killed_mid_stream_leaves_nothing_behind() {
             false,
         ))
         .unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", true, false, false).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", true, false, false).await;
     e.stdout.read_until(T, |o| o.len() >= 4).await;
     let Event::ExecStarted { pid } = rt
         .wait_for(T, |e| matches!(e, Event::ExecStarted { .. }))
@@ -450,7 +405,7 @@ async fn an_idle_session_is_closed() {
     let url = srv
         .get_exec_url(exec(&["sleep", "30"], false, false))
         .unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", false, false, false).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", false, false, false).await;
     let ended = rt
         .wait_for(T, |e| matches!(e, Event::ExecEnded { .. }))
         .await;
@@ -471,7 +426,7 @@ async fn an_idle_session_is_closed() {
 async fn pings_are_answered_and_streams_can_be_reset() {
     let (srv, rt) = server(ServerConfig::default()).await;
     let url = srv.get_exec_url(exec(&["cat"], true, false)).unwrap();
-    let mut e = open_exec(&url, "v4.channel.k8s.io", true, false, false).await;
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", true, false, false).await;
     e.client.ping(1).await;
     let stdin = e.stdin.take().unwrap();
     stdin.write(b"abc").await;

@@ -7,5 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod remotecommand;
 pub mod spdy_client;
 pub mod ws_client;

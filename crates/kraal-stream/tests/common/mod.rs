@@ -5,7 +5,7 @@
 
 // Each test file uses some of them.
 #[allow(unused_imports)]
-pub use kraal_stream_testclient::{http, spdy_client, ws_client};
+pub use kraal_stream_testclient::{http, remotecommand, spdy_client, ws_client};
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
