@@ -1,13 +1,18 @@
 //! Capabilities: containerd's default set, CRI add/drop (with `ALL`), ambient additions,
-//! everything for privileged containers.
+//! everything the host has for privileged containers.
+//!
+//! A process can never gain a capability outside its bounding set, so a container is only
+//! ever granted capabilities in the host's (kraald's) bounding set: `ALL` and privileged
+//! mean "all the host has", as with containerd, which grants its own capabilities.
 
 use std::collections::HashSet;
 use std::str::FromStr;
 
 use kraal_api::runtime::v1 as cri;
+use libcontainer::capabilities::CapabilityExt;
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder};
 
-use super::{SpecError, oci};
+use super::{ErrorKind, SpecError, oci};
 
 /// containerd's (and Docker's) default capabilities for a container.
 pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
@@ -82,6 +87,21 @@ pub fn parse_capability(name: &str) -> Option<Capability> {
     Capability::from_str(bare).ok()
 }
 
+/// The bounding set in `/proc/<pid>/status` text (`CapBnd:\t000001ffffffffff`).
+pub(crate) fn bounding_set_from_status(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let hex = l.strip_prefix("CapBnd:")?.trim();
+        u64::from_str_radix(hex, 16).ok()
+    })
+}
+
+/// Whether capability `c` is in the bitmask `bound` (bit n = capability number n, the
+/// kernel's numbering as libcontainer uses it).
+fn in_bound(c: Capability, bound: u64) -> bool {
+    let n = u32::from(c.to_cap().index());
+    n < 64 && bound & (1u64 << n) != 0
+}
+
 /// The container's capability sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CapSets {
@@ -113,20 +133,52 @@ fn parse_list(field: &str, names: &[String]) -> Result<(bool, Vec<Capability>), 
 /// containerd's order: add `ALL`, drop `ALL`, add the named ones, drop the named ones. So
 /// `drop: [ALL], add: [NET_BIND_SERVICE]` leaves just that one, and `add: [ALL], drop:
 /// [CHOWN]` everything but CHOWN. Privileged containers get everything and ignore add/drop.
+///
+/// `bound` is the host's bounding set: "everything" and `ALL` are everything in it, default
+/// capabilities outside it are left out with a warning, and a capability the request
+/// names outside it is refused (runc under containerd fails on it too, with a bare EPERM).
 pub(crate) fn capabilities(
     req: Option<&cri::Capability>,
     privileged: bool,
+    bound: u64,
+    warnings: &mut Vec<String>,
 ) -> Result<CapSets, SpecError> {
+    let (mut main, ambient, all) = requested(req, privileged, bound)?;
+    let outside: Vec<Capability> = main
+        .iter()
+        .copied()
+        .filter(|c| !in_bound(*c, bound))
+        .collect();
+    if !outside.is_empty() {
+        if !all {
+            // `requested` refused named additions outside the set: these are defaults.
+            let mut names: Vec<String> = outside.iter().map(|c| format!("CAP_{c}")).collect();
+            names.sort();
+            warnings.push(format!(
+                "default capabilities {} left out: not in this node's capability bounding set",
+                names.join(", ")
+            ));
+        }
+        main.retain(|c| in_bound(*c, bound));
+    }
+    Ok(CapSets { main, ambient })
+}
+
+/// The sets the request asks for, before the host's bound; `true` when it asks for
+/// everything (privileged or `add: [ALL]`). Named additions the host cannot grant are
+/// refused here, where the field is known.
+fn requested(
+    req: Option<&cri::Capability>,
+    privileged: bool,
+    bound: u64,
+) -> Result<(Capabilities, Capabilities, bool), SpecError> {
     if privileged {
-        return Ok(CapSets {
-            main: ALL_CAPABILITIES.into_iter().collect(),
-            ambient: HashSet::new(),
-        });
+        return Ok((ALL_CAPABILITIES.into_iter().collect(), HashSet::new(), true));
     }
     let mut main: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
     let mut ambient = Capabilities::new();
     let Some(req) = req else {
-        return Ok(CapSets { main, ambient });
+        return Ok((main, ambient, false));
     };
     let (add_all, add) = parse_list("add_capabilities", &req.add_capabilities)?;
     let (drop_all, drop) = parse_list("drop_capabilities", &req.drop_capabilities)?;
@@ -136,6 +188,21 @@ pub(crate) fn capabilities(
             "container config: linux.security_context.capabilities.add_ambient_capabilities: \
              \"ALL\" is not allowed for ambient capabilities; name them",
         ));
+    }
+    for (field, named) in [
+        ("add_capabilities", &add),
+        ("add_ambient_capabilities", &amb),
+    ] {
+        if let Some(c) = named.iter().find(|c| !in_bound(**c, bound)) {
+            return Err(SpecError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "container config: linux.security_context.capabilities.{field}: CAP_{c} \
+                     is not in this node's capability bounding set, so no process here can \
+                     have it"
+                ),
+            ));
+        }
     }
     if add_all {
         main.extend(ALL_CAPABILITIES);
@@ -154,7 +221,7 @@ pub(crate) fn capabilities(
         main.insert(c);
         ambient.insert(c);
     }
-    Ok(CapSets { main, ambient })
+    Ok((main, ambient, add_all))
 }
 
 /// The OCI form: bounding = effective = permitted = the set; inheritable = ambient =
@@ -189,6 +256,8 @@ mod tests {
         c.iter().copied().collect()
     }
 
+    const FULL: u64 = u64::MAX;
+
     #[test]
     fn names() {
         assert_eq!(parse_capability("NET_ADMIN"), Some(Capability::NetAdmin));
@@ -215,11 +284,13 @@ mod tests {
 
     #[test]
     fn default_and_add_drop() {
-        let c = capabilities(None, false).unwrap();
+        let c = capabilities(None, false, FULL, &mut Vec::new()).unwrap();
         assert_eq!(c.main, set(&DEFAULT_CAPABILITIES));
         let c = capabilities(
             Some(&req(&["NET_ADMIN", "CAP_SYS_TIME"], &["CHOWN", "cap_kill"])),
             false,
+            FULL,
+            &mut Vec::new(),
         )
         .unwrap();
         assert!(c.main.contains(&Capability::NetAdmin));
@@ -228,36 +299,60 @@ mod tests {
         assert!(!c.main.contains(&Capability::Kill));
         assert_eq!(c.main.len(), 14);
         // drop ALL then add one.
-        let c = capabilities(Some(&req(&["NET_BIND_SERVICE"], &["ALL"])), false).unwrap();
+        let c = capabilities(
+            Some(&req(&["NET_BIND_SERVICE"], &["ALL"])),
+            false,
+            FULL,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(c.main, set(&[Capability::NetBindService]));
         // add ALL, drop one.
-        let c = capabilities(Some(&req(&["ALL"], &["CHOWN"])), false).unwrap();
+        let c = capabilities(
+            Some(&req(&["ALL"], &["CHOWN"])),
+            false,
+            FULL,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(c.main.len(), ALL_CAPABILITIES.len() - 1);
         assert!(!c.main.contains(&Capability::Chown));
         // add and drop the same: dropped.
-        let c = capabilities(Some(&req(&["SYS_ADMIN"], &["SYS_ADMIN"])), false).unwrap();
+        let c = capabilities(
+            Some(&req(&["SYS_ADMIN"], &["SYS_ADMIN"])),
+            false,
+            FULL,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert!(!c.main.contains(&Capability::SysAdmin));
     }
 
     #[test]
     fn unknown_is_invalid() {
-        let e = capabilities(Some(&req(&["NET_ADMIN", "CAP_BOGUS"], &[])), false).unwrap_err();
+        let e = capabilities(
+            Some(&req(&["NET_ADMIN", "CAP_BOGUS"], &[])),
+            false,
+            FULL,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(
             e.message().contains("add_capabilities[1] \"CAP_BOGUS\""),
             "{e}"
         );
-        let e = capabilities(Some(&req(&[], &[""])), false).unwrap_err();
+        let e = capabilities(Some(&req(&[], &[""])), false, FULL, &mut Vec::new()).unwrap_err();
         assert!(e.message().contains("drop_capabilities[0]"), "{e}");
     }
 
     #[test]
     fn privileged_and_ambient() {
-        let c = capabilities(Some(&req(&[], &["ALL"])), true).unwrap();
+        let c = capabilities(Some(&req(&[], &["ALL"])), true, FULL, &mut Vec::new()).unwrap();
         assert_eq!(c.main.len(), ALL_CAPABILITIES.len());
         let mut r = req(&[], &[]);
         r.add_ambient_capabilities = vec!["NET_ADMIN".into()];
-        let c = capabilities(Some(&r), false).unwrap();
+        let c = capabilities(Some(&r), false, FULL, &mut Vec::new()).unwrap();
         assert!(c.main.contains(&Capability::NetAdmin));
         assert_eq!(c.ambient, set(&[Capability::NetAdmin]));
         let o = to_oci(&c).unwrap();
@@ -267,6 +362,40 @@ mod tests {
         );
         assert_eq!(o.bounding().as_ref().unwrap(), &c.main);
         r.add_ambient_capabilities = vec!["ALL".into()];
-        assert!(capabilities(Some(&r), false).is_err());
+        assert!(capabilities(Some(&r), false, FULL, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn bounding_set() {
+        let status = "Name:\tkraald\nCapInh:\t0000000000000000\nCapBnd:\t000001fffeffffff\n";
+        let bound = bounding_set_from_status(status).unwrap();
+        assert_eq!(bound, 0x1fffeffffff);
+        assert_eq!(bounding_set_from_status("Name:\tx\n"), None);
+        // CAP_SYS_RESOURCE is capability 24, the bit missing above.
+        assert!(!in_bound(Capability::SysResource, bound));
+        assert!(in_bound(Capability::Chown, bound));
+        assert!(in_bound(Capability::CheckpointRestore, bound));
+
+        // Privileged and add ALL: everything the host has, nothing more, no warning.
+        let mut w = Vec::new();
+        let c = capabilities(None, true, bound, &mut w).unwrap();
+        assert_eq!(c.main.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!c.main.contains(&Capability::SysResource));
+        let c = capabilities(Some(&req(&["ALL"], &["CHOWN"])), false, bound, &mut w).unwrap();
+        assert_eq!(c.main.len(), ALL_CAPABILITIES.len() - 2);
+        assert!(w.is_empty(), "{w:?}");
+        // A named one the host lacks is refused, naming it.
+        let e = capabilities(Some(&req(&["SYS_RESOURCE"], &[])), false, bound, &mut w).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+        assert!(
+            e.message().contains("add_capabilities: CAP_SYS_RESOURCE"),
+            "{e}"
+        );
+        // Defaults the host lacks are left out with a warning (here CAP_KILL, number 5).
+        let no_kill = FULL & !(1 << 5);
+        let c = capabilities(None, false, no_kill, &mut w).unwrap();
+        assert_eq!(c.main.len(), DEFAULT_CAPABILITIES.len() - 1);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("CAP_KILL"), "{w:?}");
     }
 }

@@ -40,7 +40,8 @@ pub use user::{GroupEntry, PasswdEntry, ResolvedUser, parse_group, parse_passwd}
 pub struct SandboxContext {
     /// Sandbox (pod) id.
     pub id: String,
-    /// The pod's hostname (the node's for hostNetwork pods); `HOSTNAME` in the environment.
+    /// The pod's hostname (the node's when the pod asked for none); `HOSTNAME` in the
+    /// environment.
     pub hostname: String,
     /// Pinned network namespace of the pod; `None` = the node's (hostNetwork).
     pub net_ns: Option<PathBuf>,
@@ -90,10 +91,18 @@ pub struct HostFacts {
     /// The memory controller accounts swap (`memory.memsw.*` on v1, `memory.swap.max` on v2);
     /// without it a swap limit cannot be set.
     pub swap_accounting: bool,
+    /// The hugetlb controller is where libcontainer's cgroup manager can apply limits: a v1
+    /// hierarchy on v1 and hybrid hosts (hugetlb bound only to cgroup2 does not count,
+    /// libcontainer's v1 manager refuses every hugepage limit then), `cgroup.controllers`
+    /// on v2 hosts.
+    pub hugetlb: bool,
+    /// The capabilities this host lets a process have: kraald's bounding set (`CapBnd`), bit
+    /// n = capability n. A container can be granted none outside it (capset fails).
+    pub capability_bound: u64,
 }
 
 impl HostFacts {
-    /// Reads the facts from `/sys/fs/cgroup` and `/proc/self/cgroup`.
+    /// Reads the facts from `/sys/fs/cgroup`, `/proc/self/cgroup` and `/proc/self/status`.
     pub fn detect() -> Self {
         let root = Path::new("/sys/fs/cgroup");
         let cgroup_v2 = root.join("cgroup.controllers").exists();
@@ -114,11 +123,42 @@ impl HostFacts {
         } else {
             root.join("memory/memory.memsw.limit_in_bytes").exists()
         };
+        let hugetlb = if cgroup_v2 {
+            std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|s| s.split_whitespace().any(|c| c == "hugetlb"))
+        } else {
+            std::fs::read_to_string("/proc/self/cgroup")
+                .is_ok_and(|s| v1_hierarchy_has(&s, "hugetlb"))
+        };
+        let capability_bound = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| caps::bounding_set_from_status(&s))
+            .unwrap_or_else(|| {
+                // Without /proc the bounding set is unknown: assume every capability, as
+                // before (libcontainer's capset then reports anything the host lacks).
+                tracing::warn!("cannot read CapBnd from /proc/self/status; assuming all");
+                u64::MAX
+            });
         Self {
             cgroup_v2,
             swap_accounting,
+            hugetlb,
+            capability_bound,
         }
     }
+}
+
+/// Whether `/proc/self/cgroup` text lists `controller` on a v1 hierarchy (`N:a,b:/path`
+/// with N > 0; the `0::` line is cgroup2). libcontainer's v1 manager finds a controller's
+/// cgroup exactly this way, so a controller missing here is one it cannot use.
+fn v1_hierarchy_has(proc_self_cgroup: &str, controller: &str) -> bool {
+    proc_self_cgroup.lines().any(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        id != "0" && controllers.split(',').any(|c| c == controller)
+    })
 }
 
 /// Everything [`build_spec`] needs.
@@ -250,7 +290,12 @@ pub fn build_spec(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     let env = process::merge_env(&image.env, &config.envs, &sandbox.hostname, config.tty)?;
     let cwd = process::working_dir(&config.working_dir, &image.working_dir)?;
     let user = user::resolve(&sc, &image.user, input.rootfs)?;
-    let caps = caps::capabilities(sc.capabilities.as_ref(), privileged)?;
+    let caps = caps::capabilities(
+        sc.capabilities.as_ref(),
+        privileged,
+        input.host.capability_bound,
+        &mut warnings,
+    )?;
     let caps_oci: LinuxCapabilities = caps::to_oci(&caps)?;
 
     let resources_cfg = linux_cfg.resources.clone().unwrap_or_default();

@@ -140,6 +140,8 @@ mod tests {
     const V1: HostFacts = HostFacts {
         cgroup_v2: false,
         swap_accounting: false,
+        hugetlb: true,
+        capability_bound: u64::MAX,
     };
 
     fn pod() -> SandboxContext {
@@ -179,6 +181,7 @@ mod tests {
                 HostFacts {
                     cgroup_v2: true,
                     swap_accounting: true,
+                    ..V1
                 },
             )
             .unwrap(),

@@ -143,6 +143,7 @@ pub(crate) fn build(
         out.memory = Some(oci("linux.resources.memory", mem.build())?);
     }
 
+    let mut limits = Vec::new();
     for (i, h) in r.hugepage_limits.iter().enumerate() {
         if h.page_size.is_empty() {
             return Err(SpecError::invalid(format!(
@@ -157,13 +158,35 @@ pub(crate) fn build(
                 h.limit
             ))
         })?;
-        out.hugepage_limits.push(oci(
+        limits.push(oci(
             "linux.resources.hugepageLimits",
             LinuxHugepageLimitBuilder::default()
                 .page_size(h.page_size.clone())
                 .limit(limit)
                 .build(),
         )?);
+    }
+
+    // kubelet sends a limit (0 unless requested) for every page size the kernel has, so a
+    // node whose hugetlb controller libcontainer cannot use would refuse every container.
+    // containerd (tolerate_missing_hugetlb_controller, on by default) drops the limits then,
+    // with a warning, and so does kraal. Limits for other controllers are not dropped: runc
+    // refuses a limit its cgroup manager cannot apply, so such a container does not run on
+    // containerd either, and kraal says why rather than running it unlimited.
+    if !limits.is_empty() {
+        if host.hugetlb {
+            out.hugepage_limits = limits;
+        } else {
+            let sizes: Vec<String> = limits
+                .iter()
+                .map(|l| format!("{}={}", l.page_size(), l.limit()))
+                .collect();
+            warnings.push(format!(
+                "linux.resources.hugepage_limits ({}) ignored: the hugetlb cgroup controller \
+                 is not available to kraal's cgroup manager on this host",
+                sizes.join(", ")
+            ));
+        }
     }
 
     if !r.unified.is_empty() {
@@ -222,10 +245,12 @@ mod tests {
     const V1: HostFacts = HostFacts {
         cgroup_v2: false,
         swap_accounting: true,
+        hugetlb: true,
+        capability_bound: u64::MAX,
     };
     const V2: HostFacts = HostFacts {
         cgroup_v2: true,
-        swap_accounting: true,
+        ..V1
     };
 
     fn res() -> cri::LinuxContainerResources {
@@ -278,8 +303,8 @@ mod tests {
         );
         // Without swap accounting: no swap value, a warning when one was asked for.
         let no_swap = HostFacts {
-            cgroup_v2: false,
             swap_accounting: false,
+            ..V1
         };
         let mut w = Vec::new();
         c.memory_swap_limit_in_bytes = 128 << 20;
@@ -337,6 +362,38 @@ mod tests {
         assert_eq!(r.unified.unwrap()["memory.high"], "100M");
         c.unified = HashMap::from([("../x".to_owned(), "1".to_owned())]);
         assert!(build(&c, V2, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn hugepages_without_the_controller_are_dropped() {
+        // kubelet's request on a node with 2 MiB and 1 GiB pages: a 0 limit for each.
+        let mut c = res();
+        c.hugepage_limits = ["2MB", "1GB"]
+            .map(|size| cri::HugepageLimit {
+                page_size: size.into(),
+                limit: 0,
+            })
+            .to_vec();
+        let without = HostFacts {
+            hugetlb: false,
+            ..V1
+        };
+        let mut w = Vec::new();
+        let r = build(&c, without, &mut w).unwrap();
+        assert!(r.hugepage_limits.is_empty());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("2MB=0, 1GB=0") && w[0].contains("hugetlb"),
+            "{w:?}"
+        );
+        // Still validated: a request that is wrong on its own terms is refused either way.
+        c.hugepage_limits[0].page_size.clear();
+        assert!(build(&c, without, &mut Vec::new()).is_err());
+        // With the controller they are kept, without a warning.
+        c.hugepage_limits[0].page_size = "2MB".into();
+        let mut w = Vec::new();
+        assert_eq!(build(&c, V1, &mut w).unwrap().hugepage_limits.len(), 2);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

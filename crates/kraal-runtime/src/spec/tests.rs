@@ -107,6 +107,8 @@ fn config(vol: &Path) -> cri::ContainerConfig {
 const HOST: HostFacts = HostFacts {
     cgroup_v2: false,
     swap_accounting: true,
+    hugetlb: true,
+    capability_bound: u64::MAX,
 };
 
 fn build(f: &Fixture, cfg: &cri::ContainerConfig) -> Result<BuiltSpec, SpecError> {
@@ -465,6 +467,7 @@ fn cgroup_v2_host() {
         host: HostFacts {
             cgroup_v2: true,
             swap_accounting: false,
+            ..HOST
         },
     })
     .unwrap();
@@ -485,4 +488,16 @@ fn cgroup_v2_host() {
         Some(-997)
     );
     assert!(built.warnings.is_empty(), "{:?}", built.warnings);
+}
+
+#[test]
+fn hugetlb_counts_only_on_a_v1_hierarchy() {
+    // This kind of hybrid host: hugetlb is bound to cgroup2 only (the `0::` line).
+    let hybrid = "9:name=systemd:/\n8:pids:/\n4:memory:/a\n1:cpu,cpuacct:/\n0::/\n";
+    assert!(!super::v1_hierarchy_has(hybrid, "hugetlb"));
+    assert!(super::v1_hierarchy_has(hybrid, "cpuacct"));
+    assert!(super::v1_hierarchy_has(hybrid, "pids"));
+    let v1 = "10:hugetlb:/\n3:cpu,cpuacct:/\n";
+    assert!(super::v1_hierarchy_has(v1, "hugetlb"));
+    assert!(!super::v1_hierarchy_has("0::/\n", "hugetlb"));
 }
