@@ -147,12 +147,32 @@ fn depth(p: &Path) -> usize {
         .count()
 }
 
+/// The propagation the container's root mount needs for a CRI mount's events to cross it:
+/// a slave root receives the host's new mounts, a shared one also sends its own back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RootPropagation {
+    Slave,
+    Shared,
+}
+
+impl RootPropagation {
+    /// `linux.rootfsPropagation` as libcontainer 0.7 reads it: only "shared", "slave",
+    /// "private" and "unbindable" (it applies them to the whole tree, MS_REC, itself) —
+    /// runc's "rshared"/"rslave" are refused there as unknown.
+    fn oci(self) -> &'static str {
+        match self {
+            RootPropagation::Slave => "slave",
+            RootPropagation::Shared => "shared",
+        }
+    }
+}
+
 /// One CRI mount as an OCI bind mount; also returns the rootfs propagation it needs.
 fn cri_mount(
     i: usize,
     m: &cri::Mount,
     warnings: &mut Vec<String>,
-) -> Result<(Mount, Option<&'static str>), SpecError> {
+) -> Result<(Mount, Option<RootPropagation>), SpecError> {
     use cri::MountPropagation as P;
     let field = format!("mounts[{i}]");
     if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
@@ -210,10 +230,10 @@ fn cri_mount(
     })?;
     let (prop, rootfs) = match propagation {
         P::PropagationPrivate => ("rprivate", None),
-        P::PropagationHostToContainer => ("rslave", Some("rslave")),
+        P::PropagationHostToContainer => ("rslave", Some(RootPropagation::Slave)),
         // containerd also checks that the host source is a shared mount; kraal only sets
         // the option, so a private source simply propagates nothing back.
-        P::PropagationBidirectional => ("rshared", Some("rshared")),
+        P::PropagationBidirectional => ("rshared", Some(RootPropagation::Shared)),
     };
     if m.recursive_read_only && !(m.readonly && propagation == P::PropagationPrivate) {
         return Err(SpecError::invalid(format!(
@@ -245,7 +265,7 @@ pub(crate) fn build(
     warnings: &mut Vec<String>,
 ) -> Result<Mounts, SpecError> {
     let mut own_warnings = Vec::new();
-    let mut rootfs_propagation: Option<&'static str> = None;
+    let mut rootfs_propagation: Option<RootPropagation> = None;
     let mut extra: Vec<Mount> = Vec::new();
     for (i, m) in cri_mounts.iter().enumerate() {
         let (mnt, prop) = cri_mount(i, m, &mut own_warnings)?;
@@ -257,10 +277,8 @@ pub(crate) fn build(
                 dup.destination().display()
             )));
         }
-        rootfs_propagation = match (rootfs_propagation, prop) {
-            (Some("rshared"), _) | (_, Some("rshared")) => Some("rshared"),
-            (a, b) => a.or(b),
-        };
+        // Shared also receives, so one bidirectional mount makes the root shared.
+        rootfs_propagation = rootfs_propagation.max(prop);
         extra.push(mnt);
     }
     let taken = |dest: &Path| extra.iter().any(|m| m.destination() == dest);
@@ -321,7 +339,7 @@ pub(crate) fn build(
     warnings.append(&mut own_warnings);
     Ok(Mounts {
         mounts,
-        rootfs_propagation: rootfs_propagation.map(str::to_owned),
+        rootfs_propagation: rootfs_propagation.map(|p| p.oci().to_owned()),
     })
 }
 
@@ -437,7 +455,7 @@ mod tests {
             m("/sys", h, false, P::PropagationPrivate),
         ];
         let ms = build(&req, &sb, false, &sc(), &mut Vec::new()).unwrap();
-        assert_eq!(ms.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(ms.rootfs_propagation.as_deref(), Some("slave"));
         let data = find(&ms.mounts, "/data").unwrap();
         assert_eq!(opts(data), ["rbind", "rslave", "ro"]);
         assert_eq!(data.typ().as_deref(), Some("bind"));
@@ -484,7 +502,7 @@ mod tests {
             &mut Vec::new(),
         )
         .unwrap();
-        assert_eq!(ms.rootfs_propagation.as_deref(), Some("rshared"));
+        assert_eq!(ms.rootfs_propagation.as_deref(), Some("shared"));
         assert_eq!(
             opts(find(&ms.mounts, "/shared").unwrap()),
             ["rbind", "rshared", "rw"]
