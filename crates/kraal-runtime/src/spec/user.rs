@@ -214,6 +214,18 @@ fn request(
     sc: &cri::LinuxContainerSecurityContext,
     image_user: &str,
 ) -> Result<Request, SpecError> {
+    // containerd's rule: a group alone is an error even when the image names a user (kubelet
+    // always sends the image's user as run_as_user or run_as_username with a group).
+    if let Some(g) = &sc.run_as_group
+        && sc.run_as_user.is_none()
+        && sc.run_as_username.is_empty()
+    {
+        return Err(SpecError::invalid(format!(
+            "container config: linux.security_context.run_as_group {} is set without \
+             run_as_user or run_as_username; a group needs a user",
+            g.value
+        )));
+    }
     let (user, user_from, mut group, mut group_from) = if let Some(u) = &sc.run_as_user {
         let uid = id_from_i64("linux.security_context.run_as_user", u.value)?;
         (
@@ -492,11 +504,22 @@ nogroup:x:65534:
             "linux.security_context.run_as_username \"nobody2\": user \"nobody2\" not found \
              in the image's /etc/passwd"
         );
-        // run_as_group applies to the image user too.
+        // run_as_group without a CRI user is refused, even when the image names one
+        // (containerd); with run_as_username it applies.
         let mut c = sc();
         c.run_as_group = Some(cri::Int64Value { value: 9 });
+        for image_user in ["app:staff", ""] {
+            let e = resolve(&c, image_user, d.path()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(
+                e.message().contains("run_as_group 9")
+                    && e.message().contains("without run_as_user"),
+                "{e}"
+            );
+        }
+        c.run_as_username = "app".into();
         assert_eq!(
-            resolve(&c, "app:staff", d.path()).unwrap(),
+            resolve(&c, "", d.path()).unwrap(),
             user(1000, 9, &[9, 10, 44], Some("app"))
         );
         let mut c = sc();
