@@ -13,6 +13,8 @@ pub enum SandboxError {
         what: String,
         source: std::io::Error,
     },
+    #[error("reading the node's hostname: {0}")]
+    Hostname(std::io::Error),
     #[error("the namespace pinning thread panicked")]
     ThreadPanicked,
     #[error("invalid {field} {value:?}: {expected}")]

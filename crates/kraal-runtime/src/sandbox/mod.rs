@@ -4,10 +4,12 @@
 
 mod error;
 mod files;
+mod hostname;
 mod namespaces;
 mod shm;
 
 pub use error::SandboxError;
 pub use files::{DnsSettings, write_hostname, write_hosts, write_resolv_conf};
+pub use hostname::{PodHostname, pod_hostname};
 pub use namespaces::{NamespaceSet, PinnedNamespaces, pin_namespaces, unpin_namespace};
 pub use shm::{mount_shm, unmount};

@@ -38,7 +38,8 @@ impl PinnedNamespaces {
 }
 
 /// Creates the namespaces in `want` and pins them under `dir` (as `dir/net`, `dir/ipc`,
-/// `dir/uts`). The UTS namespace gets `hostname`; the network namespace gets `lo` up.
+/// `dir/uts`). The UTS namespace gets `hostname` when one is given (else it keeps the
+/// node's, which it starts with); the network namespace gets `lo` up.
 ///
 /// The unshare happens on a throw-away thread: network, IPC and UTS namespaces belong to a
 /// thread, so the daemon's other threads never see them, and the thread's exit drops its
@@ -46,15 +47,15 @@ impl PinnedNamespaces {
 pub fn pin_namespaces(
     dir: &Path,
     want: NamespaceSet,
-    hostname: &str,
+    hostname: Option<&str>,
 ) -> Result<PinnedNamespaces, SandboxError> {
     if want == NamespaceSet::default() {
         return Ok(PinnedNamespaces::default());
     }
     fs::create_dir_all(dir).map_err(|e| SandboxError::io("creating", dir, e))?;
     let dir = dir.to_path_buf();
-    let hostname = hostname.to_string();
-    std::thread::spawn(move || pin_on_this_thread(&dir, want, &hostname))
+    let hostname = hostname.map(str::to_owned);
+    std::thread::spawn(move || pin_on_this_thread(&dir, want, hostname.as_deref()))
         .join()
         .map_err(|_| SandboxError::ThreadPanicked)?
 }
@@ -62,7 +63,7 @@ pub fn pin_namespaces(
 fn pin_on_this_thread(
     dir: &Path,
     want: NamespaceSet,
-    hostname: &str,
+    hostname: Option<&str>,
 ) -> Result<PinnedNamespaces, SandboxError> {
     let mut flags = CloneFlags::empty();
     let mut what: Vec<&str> = Vec::new();
@@ -80,7 +81,9 @@ fn pin_on_this_thread(
         what: what.join(","),
         source: io::Error::from(e),
     })?;
-    if want.uts {
+    if want.uts
+        && let Some(hostname) = hostname
+    {
         nix::unistd::sethostname(hostname).map_err(|e| SandboxError::Unshare {
             what: format!("setting hostname {hostname:?}"),
             source: io::Error::from(e),

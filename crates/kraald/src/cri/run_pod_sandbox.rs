@@ -75,11 +75,7 @@ pub async fn run_pod_sandbox(
     } else {
         Some(validate_cgroup_parent(&linux.cgroup_parent)?)
     };
-    let hostname = if config.hostname.is_empty() {
-        metadata.name.clone()
-    } else {
-        config.hostname.clone()
-    };
+    let hostname = sandbox::pod_hostname(&config.hostname).map_err(sandbox_status)?;
 
     // The pod's identity is (name, namespace, uid, attempt): kubelet retries with a new
     // attempt, never reuses one.
@@ -121,7 +117,7 @@ pub async fn run_pod_sandbox(
         created_at_unix_nanos: crate::clock::now_nanos(),
         state: SandboxState::Ready,
         runtime_handler: request.runtime_handler.clone(),
-        hostname: hostname.clone(),
+        hostname: hostname.name.clone(),
         log_directory: config.log_directory.clone(),
         cgroup_parent: cgroup_parent.unwrap_or_else(|| format!("/kraal/pod-{id}")),
         host_network,
@@ -174,7 +170,7 @@ pub async fn run_pod_sandbox(
     let rt = runtime.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let mut record = record;
-        let built = build(&rt, &mut record, &policy, dns, port_mappings);
+        let built = build(&rt, &mut record, &policy, &hostname, dns, port_mappings);
         (record, built)
     })
     .await
@@ -202,6 +198,7 @@ fn build(
     runtime: &Runtime,
     record: &mut SandboxRecord,
     policy: &kraal_policy::PodPolicy,
+    hostname: &sandbox::PodHostname,
     dns: Option<DnsSettings>,
     port_mappings: Vec<crate::state::PortMappingRecord>,
 ) -> Result<(), Status> {
@@ -225,8 +222,9 @@ fn build(
         // hostNetwork pods share the node's UTS namespace too, as with containerd.
         uts: !record.host_network,
     };
+    let set_hostname = hostname.set_in_uts.then_some(hostname.name.as_str());
     let pinned =
-        sandbox::pin_namespaces(&dir.join("ns"), want, &record.hostname).map_err(sandbox_status)?;
+        sandbox::pin_namespaces(&dir.join("ns"), want, set_hostname).map_err(sandbox_status)?;
     // All three are recorded at once, before any later step can fail, so the undo unpins them.
     record.net_ns = pinned.net;
     record.ipc_ns = pinned.ipc;
