@@ -34,3 +34,17 @@ pub fn undo_create(runtime: &Runtime, id: &str, cgroups_path: &str) {
         }
     }
 }
+
+/// A failed CreateContainer's log file, which that call created (the caller checked): gone,
+/// or kubelet would count the failure as a run of the container (a restart).
+pub fn remove_new_log(id: &str, log: &std::path::Path) {
+    match std::fs::remove_file(log) {
+        Ok(()) => {
+            tracing::debug!(container = %id, log = %log.display(), "removed the failed create's log file")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(container = %id, %err, log = %log.display(), "removing the failed create's log file")
+        }
+    }
+}

@@ -13,7 +13,7 @@ use kraal_runtime::spec::{self, PidMode, SandboxContext, SpecInput};
 use prost::Message;
 use tonic::Status;
 
-use super::container_undo::undo_create;
+use super::container_undo::{remove_new_log, undo_create};
 use crate::runtime::{Runtime, internal, io_status, new_id};
 use crate::state::{ContainerRecord, ContainerState, MountRecord, SandboxRecord, SandboxState};
 
@@ -116,6 +116,13 @@ fn create_blocking(
             ))
         })?;
     let id = new_id().map_err(|e| io_status("CreateContainer: making an id", e))?;
+    // The monitor creates the log file before libcontainer can fail; kubelet counts every
+    // log file of a container as one of its runs, so a failed create must take it away —
+    // but only one this call made (symlink_metadata: a dangling link is still "there").
+    let new_log = (!log_path.is_empty()
+        && std::fs::symlink_metadata(&log_path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+    .then(|| PathBuf::from(&log_path));
     let result = create_steps(
         runtime,
         sandbox,
@@ -132,6 +139,9 @@ fn create_blocking(
             &id,
             &format!("{}/kraal-{id}", sandbox.cgroup_parent),
         );
+        if let Some(log) = new_log {
+            remove_new_log(&id, &log);
+        }
     }
     result
 }
