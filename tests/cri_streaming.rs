@@ -194,14 +194,15 @@ async fn exec_through_cri() {
     exec_url(&kraald, &id, &["true"], false, false).await;
 }
 
-/// How many pty masters process `pid` holds open.
+/// How many pty masters process `pid` holds open: descriptors of a `ptmx`, the node's
+/// `/dev/ptmx` or a container devpts' `/dev/pts/ptmx`.
 fn pty_masters(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|fds| {
             fds.flatten()
                 .filter(|fd| {
                     std::fs::read_link(fd.path())
-                        .is_ok_and(|target| target == std::path::Path::new("/dev/ptmx"))
+                        .is_ok_and(|target| target.file_name().is_some_and(|n| n == "ptmx"))
                 })
                 .count()
         })
@@ -286,7 +287,7 @@ async fn a_client_killed_mid_exec_leaves_nothing() {
             exec_helpers_of(kraald.pid()).is_empty()
         })
         .await;
-        // Nor does kraald keep the session's pty master (a pty master is a /dev/ptmx fd).
+        // Nor does kraald keep the session's pty master.
         wait_until("kraald still holds a pty master", || {
             pty_masters(kraald.pid()) == 0
         })
@@ -345,8 +346,14 @@ async fn port_forward_to_an_echo_server_in_the_pod() {
                 writer.send_data(id, true, &[]).await;
             };
             let (out, ()) = tokio::join!(data.read_to_end(T), writing);
-            assert!(out == input, "connection {req}: {} bytes back", out.len());
-            assert_eq!(error.read_to_end(T).await, b"", "connection {req}");
+            let error = String::from_utf8_lossy(&error.read_to_end(T).await).into_owned();
+            assert!(
+                out == input,
+                "connection {req}: {} bytes back, {} dropped; error stream: {error:?}",
+                out.len(),
+                writer.dropped_bytes()
+            );
+            assert_eq!(error, "", "connection {req}");
         }));
     }
     for t in tasks {
@@ -794,6 +801,17 @@ async fn attach_to_a_tty_container() {
     stdin.write(b"echo $((6*7))\n").await;
     let out = s.stdout.read_until(T, |o| contains(o, b"42\r\n")).await;
     assert!(contains(&out, b"42\r\n"), "{out:?}");
+    // A tty container has TERM=xterm, as with containerd and CRI-O.
+    stdin.write(b"echo T=$TERM\n").await;
+    let out = s
+        .stdout
+        .read_until(T, |o| contains(o, b"T=xterm\r\n"))
+        .await;
+    assert!(
+        contains(&out, b"T=xterm\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
     // The container's terminal is its init's controlling terminal: ^C interrupts what the
     // shell runs (`sleep 30` outlasts T), and the shell goes on.
     stdin.write(b"sleep 30\n").await;
@@ -810,4 +828,176 @@ async fn attach_to_a_tty_container() {
     stdin.write(b"exit\n").await;
     s.stdout.read_to_end(T).await;
     assert_eq!(kraald.wait_exited(&id, T).await.exit_code, 0);
+}
+
+// stdin as kubectl and crictl send it. Our client behaves as client-go does: a FIN from
+// the server on the stdin stream makes it close its side and send nothing more, so these
+// fail against a server that half-closes stdin early.
+
+/// Typed well after the session opened, in pieces, through `cat`.
+#[tokio::test]
+async fn exec_stdin_sent_late_arrives() {
+    let (kraald, _pod, id) = setup("late-stdin", SERVE).await;
+    let url = exec_url(&kraald, &id, &["cat"], true, false).await;
+    let mut s = open(&url, true, false).await;
+    let stdin = s.stdin.take().expect("stdin");
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for chunk in [&b"one\n"[..], b"two\n", b"three\n"] {
+            stdin.write(chunk).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stdin.close().await;
+    });
+    let out = s.stdout.read_to_end(T).await;
+    writer.await.expect("writer");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "one\ntwo\nthree\n",
+        "{} bytes were written after kraald closed stdin",
+        s.client.dropped_bytes()
+    );
+    assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+}
+
+/// 3 MB piped into a command that already runs (as `kubectl cp` pipes its tar), checked
+/// inside the container.
+#[tokio::test]
+async fn exec_3mb_stdin_arrives_intact() {
+    let (kraald, _pod, id) = setup("big-stdin", SERVE).await;
+    let input: Vec<u8> = (0..3 << 20).map(|i: usize| (i % 253) as u8).collect();
+    let url = exec_url(
+        &kraald,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo ready; cat > /tmp/in; wc -c < /tmp/in; cat /tmp/in",
+        ],
+        true,
+        false,
+    )
+    .await;
+    let mut s = open(&url, true, false).await;
+    let ready = s.stdout.read_until(T, |o| o.ends_with(b"ready\n")).await;
+    assert_eq!(ready, b"ready\n");
+    let stdin = s.stdin.take().expect("stdin");
+    let writer = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            stdin.write(&input).await;
+            stdin.close().await;
+        })
+    };
+    let out = s.stdout.read_to_end(Duration::from_secs(60)).await;
+    writer.await.expect("writer");
+    let size = format!("{}\n", input.len());
+    assert!(
+        out.starts_with(size.as_bytes()) && out[size.len()..] == input[..],
+        "the command got {:?} ({} bytes dropped after kraald closed stdin)",
+        String::from_utf8_lossy(&out[..out.len().min(16)]),
+        s.client.dropped_bytes()
+    );
+    assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+}
+
+/// `attach -i`: a line typed 500 ms after attaching reaches the container.
+#[tokio::test]
+async fn attach_stdin_sent_late_arrives() {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = pod_config("late-attach", false);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let mut cfg = shell_container("reader", &image, "while read l; do echo got $l; done");
+    cfg.stdin = true;
+    let reader = kraald.run_container(&pod, &pod_cfg, cfg).await;
+    let url = attach_url(&kraald, &reader, true).await;
+    let mut s = open(&url, true, false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.stdin.as_ref().expect("stdin").write(b"hello\n").await;
+    let out = s
+        .stdout
+        .read_until(T, |o| o.ends_with(b"got hello\n"))
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "got hello\n",
+        "{} bytes were written after kraald closed stdin",
+        s.client.dropped_bytes()
+    );
+    s.client.shutdown().await;
+}
+
+/// A tty exec is a terminal inside the container, as with containerd: `tty` names a
+/// /dev/pts/N of the container's own devpts (one that exists there), and TERM=xterm is set
+/// unless the container's environment has a TERM. A non-tty exec gets no TERM.
+#[tokio::test]
+async fn a_tty_exec_is_a_terminal_of_the_container() {
+    let (kraald, _pod, id) = setup("tty-exec", SERVE).await;
+
+    let url = exec_url(
+        &kraald,
+        &id,
+        &["sh", "-c", "tty; echo TERM=$TERM; ls -l $(tty)"],
+        false,
+        true,
+    )
+    .await;
+    let mut s = open(&url, false, true).await;
+    let out = String::from_utf8_lossy(&s.stdout.read_to_end(T).await).into_owned();
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let pts = lines.first().copied().unwrap_or("");
+    let n = pts.strip_prefix("/dev/pts/").unwrap_or("");
+    assert!(
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        "tty said {pts:?}: {out:?}"
+    );
+    assert_eq!(lines.get(1).copied(), Some("TERM=xterm"), "{out:?}");
+    // `ls -l` found it in the container: a character device under that name.
+    let ls = lines.get(2).copied().unwrap_or("");
+    assert!(ls.starts_with('c') && ls.ends_with(pts), "{out:?}");
+    assert_eq!(status(&s.error.read_to_end(T).await)["status"], "Success");
+
+    // A TERM the command sets is its own.
+    let url = exec_url(
+        &kraald,
+        &id,
+        &["env", "TERM=vt100", "sh", "-c", "echo TERM=$TERM"],
+        false,
+        true,
+    )
+    .await;
+    let mut s = open(&url, false, true).await;
+    let out = s.stdout.read_to_end(T).await;
+    assert_eq!(String::from_utf8_lossy(&out).trim_end(), "TERM=vt100");
+
+    // No terminal, no TERM.
+    let url = exec_url(&kraald, &id, &["sh", "-c", "echo TERM=$TERM"], false, false).await;
+    let mut s = open(&url, false, false).await;
+    assert_eq!(s.stdout.read_to_end(T).await, b"TERM=\n");
+}
+
+/// A container whose environment names a TERM keeps it in its tty execs.
+#[tokio::test]
+async fn a_tty_exec_keeps_the_containers_term() {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = pod_config("own-term", false);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let mut cfg = shell_container("serve", &image, SERVE);
+    cfg.envs = vec![cri::KeyValue {
+        key: "TERM".into(),
+        value: "screen".into(),
+    }];
+    let id = kraald.run_container(&pod, &pod_cfg, cfg).await;
+    let url = exec_url(&kraald, &id, &["sh", "-c", "echo TERM=$TERM"], false, true).await;
+    let mut s = open(&url, false, true).await;
+    let out = s.stdout.read_to_end(T).await;
+    assert_eq!(String::from_utf8_lossy(&out).trim_end(), "TERM=screen");
 }

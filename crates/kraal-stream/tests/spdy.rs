@@ -438,3 +438,124 @@ async fn pings_are_answered_and_streams_can_be_reset() {
     assert_eq!(status(&e.error.read_to_end(T).await)["status"], "Success");
     let _ = SEvent::Reply;
 }
+
+/// What kubectl does when the user types: stdin written only well after the session opened,
+/// in pieces. The server must not have half-closed the stdin stream by then — client-go
+/// (as our client) takes the server's FIN as the end and sends nothing more.
+#[tokio::test]
+async fn exec_stdin_sent_late_reaches_the_command() {
+    let (srv, _rt) = server(ServerConfig::default()).await;
+    let url = srv.get_exec_url(exec(&["cat"], true, false)).unwrap();
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", true, false, false).await;
+    let stdin = e.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for chunk in [&b"one\n"[..], b"two\n", b"three\n"] {
+            stdin.write(chunk).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stdin.close().await;
+    });
+    let out = e.stdout.read_to_end(T).await;
+    writer.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "one\ntwo\nthree\n",
+        "{} bytes of stdin were written after the server closed the stream",
+        e.client.dropped_bytes()
+    );
+    assert_eq!(status(&e.error.read_to_end(T).await)["status"], "Success");
+}
+
+/// 3 MB of stdin into a command that started before the first byte (as `kubectl cp` pipes
+/// a tar into `tar x`) arrives whole.
+#[tokio::test]
+async fn exec_3mb_stdin_after_the_command_started_arrives_intact() {
+    let (srv, _rt) = server(ServerConfig::default()).await;
+    let url = srv
+        .get_exec_url(exec(&["sh", "-c", "echo ready; exec cat"], true, false))
+        .unwrap();
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", true, false, false).await;
+    let ready = e.stdout.read_until(T, |o| o.ends_with(b"ready\n")).await;
+    assert_eq!(ready, b"ready\n");
+    let input: Vec<u8> = (0..3 << 20).map(|i: usize| (i % 253) as u8).collect();
+    let stdin = e.stdin.take().unwrap();
+    let writer = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            stdin.write(&input).await;
+            stdin.close().await;
+        })
+    };
+    let out = e.stdout.read_to_end(Duration::from_secs(60)).await;
+    writer.await.unwrap();
+    assert!(
+        out == input,
+        "cat returned {} of {} bytes ({} dropped after the server's FIN)",
+        out.len(),
+        input.len(),
+        e.client.dropped_bytes()
+    );
+    assert_eq!(status(&e.error.read_to_end(T).await)["status"], "Success");
+}
+
+/// `kubectl attach -i`: what the user types after a while reaches the container.
+#[tokio::test]
+async fn attach_stdin_sent_late_reaches_the_container() {
+    let (srv, rt) = server(ServerConfig::default()).await;
+    let pid = rt.start_container("reader", "while read l; do echo got $l; done");
+    let url = srv
+        .get_attach_url(AttachRequest {
+            container_id: "reader".into(),
+            tty: false,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        })
+        .unwrap();
+    let mut e = Exec::open(&url, "v4.channel.k8s.io", true, false, false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e.stdin.as_ref().unwrap().write(b"hello\n").await;
+    let out = e
+        .stdout
+        .read_until(T, |o| o.ends_with(b"got hello\n"))
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "got hello\n",
+        "{} bytes of stdin were written after the server closed the stream",
+        e.client.dropped_bytes()
+    );
+    e.client.kill().await;
+    assert!(process_alive(pid));
+}
+
+/// A forwarded connection whose client writes only after a while is still served: the
+/// data stream stays open both ways until the forward ends.
+#[tokio::test]
+async fn port_forward_data_sent_late_is_echoed() {
+    let (srv, _rt) = server(ServerConfig::default()).await;
+    let port = echo_server().await;
+    let url = srv
+        .get_port_forward_url(PortForwardRequest {
+            pod_sandbox_id: "pod1".into(),
+            ports: vec![port],
+        })
+        .unwrap();
+    let (client, _) = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .unwrap();
+    let p = port.to_string();
+    let mut error = client
+        .open(&[("streamtype", "error"), ("port", &p), ("requestid", "0")])
+        .await;
+    let mut data = client
+        .open(&[("streamtype", "data"), ("port", &p), ("requestid", "0")])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    data.write(b"late\n").await;
+    data.close().await;
+    assert_eq!(data.read_to_end(T).await, b"late\n");
+    assert_eq!(error.read_to_end(T).await, b"");
+    assert_eq!(client.dropped_bytes(), 0);
+}

@@ -1,7 +1,7 @@
 //! A SPDY/3.1 client written from the draft-3.1 spec for the tests, independent of the
 //! server's framing code: frames are built and parsed by hand here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,10 +124,29 @@ struct Writer {
     z: Compress,
 }
 
+/// Which sides of each stream have ended, as client-go sees them.
+#[derive(Default)]
+struct Ends {
+    /// Streams we sent our FIN on.
+    local: HashSet<u32>,
+    /// Streams the server sent its FIN on.
+    remote: HashSet<u32>,
+    /// Bytes written to a stream after the server's FIN, and so never sent.
+    dropped: usize,
+}
+
+/// A client that behaves as client-go's remotecommand and portforward do over spdystream:
+/// once the server half-closes a stream, this side closes it too and writes nothing more
+/// on it. client-go's stdin copier waits for the server's FIN on the stdin stream and then
+/// closes its side (the command reads EOF; what the user types later is lost), and its
+/// port-forward copier ends on the data stream's FIN; spdystream then forgets the stream.
+/// So a server that half-closes a stream the client writes to too early fails our tests as
+/// it fails kubectl and crictl.
 #[derive(Clone)]
 pub struct SpdyClient {
     writer: Arc<tokio::sync::Mutex<Writer>>,
     streams: Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Event>>>>,
+    ends: Arc<Mutex<Ends>>,
     next_id: Arc<Mutex<u32>>,
     pub goaway: Arc<Mutex<Option<(u32, u32)>>>,
     reader: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
@@ -218,6 +237,7 @@ impl SpdyClient {
         let client = SpdyClient {
             writer: Arc::new(tokio::sync::Mutex::new(Writer { sock: write, z })),
             streams: Arc::default(),
+            ends: Arc::default(),
             next_id: Arc::new(Mutex::new(1)),
             goaway: Arc::default(),
             reader: Arc::default(),
@@ -263,7 +283,40 @@ impl SpdyClient {
         }
     }
 
+    /// One DATA frame. After the server's FIN on `id` nothing more is sent (data is counted
+    /// in [`SpdyClient::dropped_bytes`]); our own FIN goes once.
     pub async fn send_data(&self, id: u32, fin: bool, data: &[u8]) {
+        {
+            let mut ends = self.ends.lock().unwrap();
+            if ends.remote.contains(&id) || ends.local.contains(&id) {
+                ends.dropped += data.len();
+                return;
+            }
+            if fin {
+                ends.local.insert(id);
+            }
+        }
+        self.send_frame(id, fin, data).await;
+    }
+
+    /// Bytes written after the server had half-closed their stream (never sent).
+    pub fn dropped_bytes(&self) -> usize {
+        self.ends.lock().unwrap().dropped
+    }
+
+    /// The server half-closed `id`: close our side too, as client-go does, unless we did.
+    async fn remote_fin(&self, id: u32) {
+        let close = {
+            let mut ends = self.ends.lock().unwrap();
+            ends.remote.insert(id);
+            ends.local.insert(id)
+        };
+        if close {
+            self.send_frame(id, true, &[]).await;
+        }
+    }
+
+    async fn send_frame(&self, id: u32, fin: bool, data: &[u8]) {
         let mut f = id.to_be_bytes().to_vec();
         f.push(if fin { 1 } else { 0 });
         f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
@@ -381,6 +434,9 @@ async fn read_loop(
                         let _ = tx.send(Event::Fin);
                     }
                 }
+                if fin {
+                    client.remote_fin(id).await;
+                }
                 if flow_control && !payload.is_empty() {
                     // Give the window straight back: stream, then session.
                     for sid in [id, 0] {
@@ -405,6 +461,9 @@ async fn read_loop(
                         if fin {
                             let _ = tx.send(Event::Fin);
                         }
+                    }
+                    if fin {
+                        client.remote_fin(id).await;
                     }
                 }
                 3 => {

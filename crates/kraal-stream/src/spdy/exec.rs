@@ -79,12 +79,16 @@ pub(crate) async fn serve<R: StreamRuntime>(
         return;
     };
 
-    // Keep what we write on; drop the halves nobody uses (a dropped writer sends our FIN,
-    // a dropped reader discards what the client sends there).
+    // Keep what we write on; drop the readers nobody uses (what the client sends there is
+    // discarded). The streams the client writes to stay open from our side until the
+    // session ends (`held`): a FIN from us would make client-go stop sending stdin.
     let mut waits: Vec<oneshot::Receiver<()>> = Vec::new();
+    let mut held = Vec::new();
     let mut ep = Endpoints::default();
     if let Some(s) = got.stdin {
-        ep.stdin = Some(s.reader);
+        let (reader, open) = s.into_inbound();
+        ep.stdin = Some(reader);
+        held.push(open);
     }
     if let Some(s) = got.stdout {
         ep.stdout = Some(s.writer);
@@ -95,7 +99,9 @@ pub(crate) async fn serve<R: StreamRuntime>(
         waits.push(s.done);
     }
     if let Some(s) = got.resize {
-        ep.resize = Some(s.reader);
+        let (reader, open) = s.into_inbound();
+        ep.resize = Some(reader);
+        held.push(open);
     }
 
     info!(?cmd, ?version, "exec: streams ready, running");
@@ -133,5 +139,6 @@ pub(crate) async fn serve<R: StreamRuntime>(
     }
     drop(err_writer);
     let _ = tokio::time::timeout(cfg.runtime_grace, err_done).await;
+    drop(held);
     session.close(Duration::from_secs(5)).await;
 }

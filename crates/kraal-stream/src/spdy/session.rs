@@ -52,6 +52,26 @@ pub(crate) struct IncomingStream {
     pub done: oneshot::Receiver<()>,
 }
 
+impl IncomingStream {
+    /// The client's half of a stream only the client writes to (stdin, resize). Our side
+    /// stays open until the returned guard drops, which the caller does at the session's
+    /// end: client-go takes a FIN from us as the end of the stream and stops writing to it
+    /// (its stdin copier closes its side too), and Kubernetes' own server never sends one.
+    pub(crate) fn into_inbound(self) -> (InboundPipe, HeldOpen) {
+        (
+            self.reader,
+            HeldOpen {
+                _writer: self.writer,
+            },
+        )
+    }
+}
+
+/// Our side of a stream the client writes to, kept open; dropping it sends our FIN.
+pub(crate) struct HeldOpen {
+    _writer: OutboundPipe,
+}
+
 enum WriterCmd {
     Frame(Frame),
     Reply { stream_id: u32 },

@@ -47,7 +47,15 @@ pub enum Event {
 #[derive(Default)]
 pub struct FakeRuntime {
     pub events: Mutex<Vec<Event>>,
-    containers: Mutex<HashMap<String, (u32, broadcast::Sender<Bytes>)>>,
+    containers: Mutex<HashMap<String, FakeContainer>>,
+}
+
+/// A "container": its pid, its output for every attacher, its stdin for attachers that
+/// send some.
+struct FakeContainer {
+    pid: u32,
+    output: broadcast::Sender<Bytes>,
+    stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
 }
 
 impl FakeRuntime {
@@ -75,10 +83,12 @@ impl FakeRuntime {
         }
     }
 
-    /// A "container": a process whose stdout every attacher receives.
+    /// A "container": a process whose stdout every attacher receives and whose stdin
+    /// attachers with stdin write to.
     pub fn start_container(&self, id: &str, script: &str) -> u32 {
         let mut child = tokio::process::Command::new("sh")
             .args(["-c", script])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -86,6 +96,7 @@ impl FakeRuntime {
         let pid = child.id().unwrap();
         let (tx, _) = broadcast::channel(256);
         let out = child.stdout.take().unwrap();
+        let stdin = Arc::new(tokio::sync::Mutex::new(child.stdin.take().unwrap()));
         let tx2 = tx.clone();
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(out).lines();
@@ -94,10 +105,14 @@ impl FakeRuntime {
             }
             let _ = child.wait().await;
         });
-        self.containers
-            .lock()
-            .unwrap()
-            .insert(id.to_owned(), (pid, tx));
+        self.containers.lock().unwrap().insert(
+            id.to_owned(),
+            FakeContainer {
+                pid,
+                output: tx,
+                stdin,
+            },
+        );
         pid
     }
 
@@ -270,13 +285,34 @@ impl StreamRuntime for FakeRuntime {
     }
 
     async fn attach(&self, req: AttachRequest, mut io: StreamIo) -> Result<(), StreamError> {
-        let mut rx = match self.containers.lock().unwrap().get(&req.container_id) {
-            Some((_, tx)) => tx.subscribe(),
+        let (mut rx, container_stdin) = match self.containers.lock().unwrap().get(&req.container_id)
+        {
+            Some(c) => (c.output.subscribe(), c.stdin.clone()),
             None => return Err(StreamError::NotFound(req.container_id.clone())),
         };
         let mut out = io.stdout.take();
+        // The client's stdin goes to the container's until the client closes it; the
+        // container's stdin stays open for the next attacher.
+        let feed = async {
+            if let Some(mut src) = io.stdin.take() {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    let n = match src.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut dst = container_stdin.lock().await;
+                    if dst.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(feed);
         let gone = loop {
             tokio::select! {
+                _ = &mut feed => unreachable!(),
                 m = rx.recv() => match m {
                     Ok(b) => if let Some(o) = out.as_mut() && o.write_all(&b).await.is_err() { break true },
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -37,7 +37,7 @@ impl ExecFiles {
             config_file: dir.join(format!("exec-{}.cfg.json", &exec_id[..16])),
             result_file: dir.join(format!("exec-{}.result.json", &exec_id[..16])),
         };
-        let process = exec_process(&layout.bundle(id).join("config.json"), cmd)?;
+        let process = exec_process(&layout.bundle(id).join("config.json"), cmd, terminal)?;
         std::fs::write(&files.process_file, process.to_string())
             .map_err(|e| io_status(format!("writing {}", files.process_file.display()), e))?;
         let config = ExecConfig {
@@ -81,7 +81,15 @@ impl Drop for ExecFiles {
 /// `terminal` stays false even for a tty exec: the helper's stdio is already the pty, sized
 /// before the command starts (a console libcontainer made would exist only once the command
 /// runs), and the command takes it as its controlling terminal itself.
-fn exec_process(bundle_config: &Path, cmd: &[String]) -> Result<serde_json::Value, Status> {
+///
+/// A tty exec gets `TERM=xterm` unless the container's environment names a TERM already
+/// (containerd sets xterm for a tty exec too; a TERM the pod asked for is kept). A tty
+/// container has TERM=xterm from its spec, so its execs see that.
+fn exec_process(
+    bundle_config: &Path,
+    cmd: &[String],
+    terminal: bool,
+) -> Result<serde_json::Value, Status> {
     let bytes = std::fs::read(bundle_config)
         .map_err(|e| io_status(format!("reading {}", bundle_config.display()), e))?;
     let spec: serde_json::Value = serde_json::from_slice(&bytes)
@@ -92,5 +100,42 @@ fn exec_process(bundle_config: &Path, cmd: &[String]) -> Result<serde_json::Valu
         .ok_or_else(|| Status::internal("the container's OCI spec has no process"))?;
     process["args"] = serde_json::json!(cmd);
     process["terminal"] = serde_json::json!(false);
+    if terminal {
+        set_default_term(&mut process);
+    }
     Ok(process)
+}
+
+/// Adds `TERM=xterm` to the process's env unless it has a TERM.
+fn set_default_term(process: &mut serde_json::Value) {
+    let has_term = process["env"].as_array().is_some_and(|env| {
+        env.iter()
+            .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+    });
+    if has_term {
+        return;
+    }
+    match process["env"].as_array_mut() {
+        Some(env) => env.push(serde_json::json!("TERM=xterm")),
+        None => process["env"] = serde_json::json!(["TERM=xterm"]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_default_term;
+    use serde_json::json;
+
+    #[test]
+    fn a_tty_exec_gets_term_xterm_unless_it_has_a_term() {
+        let mut p = json!({"env": ["PATH=/bin"]});
+        set_default_term(&mut p);
+        assert_eq!(p["env"], json!(["PATH=/bin", "TERM=xterm"]));
+        let mut p = json!({"env": ["TERM=screen", "PATH=/bin"]});
+        set_default_term(&mut p);
+        assert_eq!(p["env"], json!(["TERM=screen", "PATH=/bin"]));
+        let mut p = json!({"args": ["sh"]});
+        set_default_term(&mut p);
+        assert_eq!(p["env"], json!(["TERM=xterm"]));
+    }
 }

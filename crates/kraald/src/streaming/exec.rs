@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::pty::{self, PtyMaster};
 use super::{running_container, stream_error};
-use crate::runtime::{ExecFiles, Runtime};
+use crate::runtime::{ExecFiles, Runtime, TrackedProcess};
 
 /// How long output may still arrive after the command exited (a process it left in the
 /// background may hold the pipes open forever).
@@ -53,8 +53,12 @@ pub async fn exec(
     let stderr = io.stderr.take();
     let mut resize = io.resize.take();
     let status = if req.tty {
-        let (master, slave) =
-            pty::open().map_err(|e| StreamError::Internal(format!("Exec: opening a pty: {e}")))?;
+        let init = TrackedProcess {
+            pid: record.pid,
+            start_time: record.pid_start_time,
+        };
+        let (master, slave) = pty::open_for(init)
+            .map_err(|e| StreamError::Internal(format!("Exec: opening a pty: {e}")))?;
         if let Some(r) = resize.as_mut()
             && let Ok(Some(size)) = tokio::time::timeout(FIRST_SIZE_WAIT, r.recv()).await
         {
