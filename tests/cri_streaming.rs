@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use kraal_e2e::{Kraald, cri, pod_config, shell_container};
+use kraal_e2e::{Kraald, cri, host_binary_mounts, pod_config, shell_container};
 use kraal_stream_testclient::remotecommand::{Session, status};
 use kraal_stream_testclient::spdy_client::SpdyClient;
 use kraal_stream_testclient::ws_client::{WsClient, WsMessage};
 use tonic::Code;
 
 const T: Duration = Duration::from_secs(20);
+const SOCKTOOL: &str = env!("CARGO_BIN_EXE_socktool");
 /// sh as PID 1 ignores SIGTERM unless it traps it; this one exits 0 on TERM.
 const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
 
@@ -26,6 +27,39 @@ async fn setup(name: &str, script: &str) -> (Kraald, String, String) {
     let id = kraald
         .run_container(&pod, &pod_cfg, shell_container(name, &image, script))
         .await;
+    (kraald, pod, id)
+}
+
+/// A kraald with a pod whose container runs socktool's echo servers on `ports` (a thread per
+/// connection: busybox's `nc -ll` resets connections queued while it re-listens), returned
+/// once every port listens.
+async fn setup_echo(name: &str, ports: &[u16]) -> (Kraald, String, String) {
+    let kraald = Kraald::start("").await;
+    let image = kraald.pull_busybox().await;
+    let pod_cfg = pod_config(name, false);
+    let pod = kraald
+        .run_pod(pod_cfg.clone())
+        .await
+        .expect("RunPodSandbox");
+    let mut config = shell_container(name, &image, "");
+    config.command = vec!["/socktool".into(), "echo".into()];
+    config
+        .command
+        .extend(ports.iter().map(|p| format!("0.0.0.0:{p}")));
+    config.mounts = host_binary_mounts(&[(SOCKTOOL, "/socktool")]);
+    let id = kraald.run_container(&pod, &pod_cfg, config).await;
+    let deadline = Instant::now() + T;
+    loop {
+        let listening = kraald.exec_ok(&id, &["netstat", "-tln"]).await;
+        if ports.iter().all(|p| listening.contains(&format!(":{p} "))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "echo servers never listened: {listening}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     (kraald, pod, id)
 }
 
@@ -300,7 +334,7 @@ async fn a_client_killed_mid_exec_leaves_nothing() {
 
 #[tokio::test]
 async fn port_forward_to_an_echo_server_in_the_pod() {
-    let (kraald, pod, _id) = setup("echo", "exec nc -ll -p 8080 -e cat").await;
+    let (kraald, pod, _id) = setup_echo("echo", &[8080]).await;
     let url = kraald
         .runtime()
         .await
@@ -619,7 +653,7 @@ async fn ws_collect(ws: &mut WsClient) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 /// WebSocket executor): exec on v5 and v4, and port-forward to two ports of a pod at once.
 #[tokio::test]
 async fn websocket_exec_and_port_forward() {
-    let (kraald, pod, id) = setup("ws", "nc -ll -p 8080 -e cat & exec nc -ll -p 9090 -e cat").await;
+    let (kraald, pod, id) = setup_echo("ws", &[8080, 9090]).await;
 
     let url = exec_url(
         &kraald,

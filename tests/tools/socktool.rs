@@ -11,7 +11,11 @@
 //! socktool callback <ip>                    FTP-active style: ephemeral listener, connect back
 //! socktool sendto <addr:port>               UDP send from an unbound socket
 //! socktool deny-loop <ms> <addr:port>       binds for ms milliseconds; exit 1 if one worked
+//! socktool echo <addr:port>...              echo servers, a thread per connection, forever
 //! ```
+//!
+//! `echo` exists because busybox's `nc -ll -e cat` re-listens after each accept and resets the
+//! connections still queued on the old socket, so parallel clients saw empty replies.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -86,6 +90,22 @@ fn run(args: &[&str]) -> Result<ExitCode, String> {
             } else {
                 ExitCode::FAILURE
             });
+        }
+        ["echo", addrs @ ..] if !addrs.is_empty() => {
+            let listeners = addrs
+                .iter()
+                .map(|a| {
+                    let addr = parse_addr(a)?;
+                    TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            for listener in listeners {
+                std::thread::spawn(move || echo_forever(listener));
+            }
+            println!("listening");
+            loop {
+                std::thread::park();
+            }
         }
         _ => return Err(format!("unknown command {args:?}")),
     }
@@ -261,4 +281,18 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 fn parse_n(text: &str) -> Result<usize, String> {
     text.parse()
         .map_err(|e| format!("{text:?}: {e}; expected a count"))
+}
+
+/// Echoes every connection until its client half-closes, then closes it.
+fn echo_forever(listener: TcpListener) {
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let Ok(mut reader) = stream.try_clone() else {
+                return;
+            };
+            let mut writer = stream;
+            let _ = std::io::copy(&mut reader, &mut writer);
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+        });
+    }
 }
