@@ -116,6 +116,11 @@ impl Runtime {
         exit_watch::record_exit(self, container_id);
     }
 
+    /// Records a start that failed while the monitor lives on (idempotent).
+    pub fn record_start_failure(&self, container_id: &str, message: &str) {
+        exit_watch::record_start_failure(self, container_id, message);
+    }
+
     pub fn emit(&self, container_id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {
         self.events.emit(self, container_id, sandbox_id, kind);
     }
