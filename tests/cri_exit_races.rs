@@ -56,7 +56,7 @@ impl Drop for BusyCores {
 
 /// `true` and `exit 3` alternately: (script, exit code, reason).
 fn fast(i: usize) -> (&'static str, i32, &'static str) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ("true", 0, "Completed")
     } else {
         ("exit 3", 3, "Error")
