@@ -264,8 +264,8 @@ impl Drop for Kraald {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             wait_with_timeout(&mut child, Duration::from_secs(10));
         }
-        // The port programs' maps stay pinned on bpffs after kraald exits (by design);
-        // this kraald's directory goes with its test.
+        // kraald removes its pins once no pod needs them; a test that failed (or killed
+        // kraald) may leave some, and this kraald's directory goes with its test.
         let _ = std::fs::remove_dir_all(self.bpf_pin_root());
     }
 }
