@@ -224,7 +224,7 @@ async fn a_fast_exit_while_kraald_is_down_is_reported_after_the_restart() {
     let pod_cfg = pod_config("fast-crash", true);
     let pod = kraald.run_pod(pod_cfg.clone()).await.unwrap();
     let busy = BusyCores::start(2);
-    for i in 0..6 {
+    for i in 0..20 {
         let (script, code, reason) = fast(i);
         let id = kraald
             .run_container(
