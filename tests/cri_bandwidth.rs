@@ -1245,6 +1245,54 @@ async fn a_restart_keeps_enforcing_and_duplicates_nothing() {
 }
 
 #[tokio::test]
+async fn pins_stay_with_a_shaped_pod_across_a_restart_and_go_with_the_last_one() {
+    let lab = Lab::new();
+    let mut k = Kraald::start(&node_config()).await;
+    // Port ranges too: both loaders' trees share the pin root.
+    let pod = host_pod(
+        &k,
+        "pins",
+        &[
+            ("kubernetes.io/egress-bandwidth", "50M"),
+            ("kraal.dev/bind-ports", "20200-20299"),
+        ],
+    )
+    .await;
+    let root = k.bpf_pin_root();
+    // The classifiers are pinned afresh by every loader (tc filters hold the instance they
+    // were given); maps and pods' links must be the same objects after a restart.
+    let progs = root.join("bandwidth/progs");
+    let adopted = || {
+        let mut files = pinned_files(&root);
+        files.retain(|path, _| !path.starts_with(&progs));
+        files
+    };
+    let before = adopted();
+    for tree in [root.join("pods"), root.join("bandwidth/pods")] {
+        assert!(
+            before.keys().any(|p| p.starts_with(&tree)),
+            "nothing pinned under {}: {before:?}",
+            tree.display()
+        );
+    }
+
+    // A running pod's pins are re-adopted by the next kraald, not made anew.
+    k.restart().await;
+    let info = bandwidth(&k, &pod).await;
+    assert!(info["egress"]["class"].is_string(), "{info}");
+    assert_eq!(adopted(), before, "the restart changed the pins");
+
+    // The last pod gone and kraald stopped: nothing of kraal is left on bpffs.
+    k.remove_pod(&pod.id).await;
+    lab.assert_clean(&k);
+    let status = k.stop();
+    assert!(status.success(), "kraald exited with {status}");
+    let left = pinned_files(&root);
+    assert!(left.is_empty(), "pins left after the last pod: {left:?}");
+    assert!(!root.exists(), "{} is still there", root.display());
+}
+
+#[tokio::test]
 async fn a_node_with_bandwidth_disabled_refuses_annotated_pods() {
     let lab = Lab::new();
     let k = Kraald::start("[bandwidth]\nenabled = false\n").await;

@@ -349,3 +349,43 @@ async fn host_network_binds_are_held_to_the_pods_range_across_a_restart() {
         "the pod's cgroup2 dir is still there"
     );
 }
+
+#[tokio::test]
+async fn port_pins_stay_with_a_running_pod_and_go_with_the_last_one() {
+    let mut k = Kraald::start("").await;
+    let image = k.pull_busybox().await;
+    let cfg = with_annotation(
+        pod_config("pinned", true),
+        "kraal.dev/bind-ports",
+        "20100-20199",
+    );
+    let pod = k.run_pod(cfg.clone()).await.expect("RunPodSandbox");
+    let id = k
+        .run_container(&pod, &cfg, shell_container("c", &image, "sleep 1000"))
+        .await;
+    let root = k.bpf_pin_root();
+    let before = pinned_files(&root);
+    assert!(
+        before.keys().any(|p| p.starts_with(root.join("pods"))),
+        "no pod pinned under {}: {before:?}",
+        root.display()
+    );
+
+    // A running pod's pins survive a restart and are re-adopted, not made anew.
+    k.restart().await;
+    let refused = sh(&k, &id, "nc -l -p 30002 2>&1; echo rc=$?").await;
+    assert!(refused.contains("rc=1"), "after a restart: {refused}");
+    assert_eq!(pinned_files(&root), before, "the restart changed the pins");
+
+    // With the last pod gone and kraald stopped, nothing of kraal is left pinned.
+    k.remove_pod(&pod).await;
+    let status = k.stop();
+    assert!(status.success(), "kraald exited with {status}");
+    let left = pinned_files(&root);
+    assert!(
+        left.is_empty(),
+        "pins left after the last pod: {left:?}\n{}",
+        k.log()
+    );
+    assert!(!root.exists(), "{} is still there", root.display());
+}

@@ -70,6 +70,30 @@ pub fn bpf_pin_root(state: &Path) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/kraal").join(name)
 }
 
+/// Every file under `dir`, recursively, with its inode number (an empty map when `dir` does
+/// not exist): what a kraald left pinned on bpffs, and whether a restart re-created it.
+pub fn pinned_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = std::collections::BTreeMap::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => dirs.push(path),
+                Ok(m) => {
+                    files.insert(path, m.ino());
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    files
+}
+
 /// A kraald process with its own directories; killed and cleaned up on drop.
 pub struct Kraald {
     dir: tempfile::TempDir,
@@ -240,8 +264,8 @@ impl Drop for Kraald {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             wait_with_timeout(&mut child, Duration::from_secs(10));
         }
-        // The port programs' maps stay pinned on bpffs after kraald exits (by design);
-        // this kraald's directory goes with its test.
+        // kraald removes its pins once no pod needs them; a test that failed (or killed
+        // kraald) may leave some, and this kraald's directory goes with its test.
         let _ = std::fs::remove_dir_all(self.bpf_pin_root());
     }
 }

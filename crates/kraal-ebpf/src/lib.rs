@@ -35,6 +35,7 @@ pub use bandwidth::{
 pub use error::{Error, Result};
 pub use fs::ensure_bpffs;
 pub use hooks::Hook;
+pub use pins::remove_unused_pins;
 pub use ports::{Allocator, PodPorts};
 pub use programs::{AttachedPod, PortPrograms};
 

@@ -68,6 +68,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let image = ImageHandler::new(images, in_use);
     let admin = AdminHandler::new(runtime.clone());
     let streams = Arc::new(crate::streaming::start(&config.streaming, runtime.clone()).await?);
+    let node = runtime.clone();
     let runtime = RuntimeHandler::new(runtime, streams.clone());
 
     tracing::info!(
@@ -128,6 +129,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     socket_file.remove();
     admin_socket_file.remove();
+    // Pins no pod needs go with kraald (left, say, by a kraald that crashed after removing
+    // the last pod); those of running pods stay, for the next kraald to re-adopt.
+    node.port_programs.release_if_idle(&node.config);
+    node.shaper.release_if_idle(&node.config);
     served?;
     tracing::info!("kraald stopped; containers, if any, keep running");
     Ok(())

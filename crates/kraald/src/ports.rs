@@ -217,13 +217,36 @@ impl LazyPrograms {
         };
         Ok(f(slot.insert(programs)))
     }
+
+    /// Unloads the programs and removes their pins once no pod is attached: a node whose
+    /// pods no longer ask for port ranges keeps nothing of them. The next pod that does
+    /// loads them again.
+    pub fn release_if_idle(&self, config: &Config) {
+        let mut slot = match self.slot.lock() {
+            Ok(slot) => slot,
+            Err(_) => return,
+        };
+        if let Some(programs) = slot.as_ref() {
+            match programs.list() {
+                Ok(pods) if pods.is_empty() => {}
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing the pods of the port programs");
+                    return;
+                }
+            }
+        }
+        // Dropped first: the next loader must create fresh maps, not share unpinned ones.
+        *slot = None;
+        crate::runtime::bpf_pins::release_unused(config, &config.bpf_pin_root());
+    }
 }
 
 /// Loads (or re-adopts) the port programs pinned under the config's bpffs directory.
 fn load_programs(config: &Config) -> Result<PortPrograms, String> {
-    let root = config.bpf_pin_root();
-    crate::runtime::bpf_pin_dir(&root)?;
-    PortPrograms::load(&root).map_err(|e| format!("loading the port programs: {e}"))
+    crate::runtime::bpf_pins::load(&config.bpf_pin_root(), |root| {
+        PortPrograms::load(root).map_err(|e| format!("loading the port programs: {e}"))
+    })
 }
 
 /// Attaches the port programs to the pod's cgroup2 directory with its lists, before any of
@@ -327,8 +350,9 @@ pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
     runtime
         .port_programs
         .with(&runtime.config, |programs| programs.detach(PodId(pod)))?
-        .map(|_| ())
-        .map_err(|e| format!("detaching the port programs: {e}"))
+        .map_err(|e| format!("detaching the port programs: {e}"))?;
+    runtime.port_programs.release_if_idle(&runtime.config);
+    Ok(())
 }
 
 /// The pod's counters from the kernel programs; None when none are attached.

@@ -247,7 +247,7 @@ pub fn apply_live(
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-    runtime.shaper.release_if_idle();
+    runtime.shaper.release_if_idle(&runtime.config);
     Ok(())
 }
 
@@ -365,7 +365,7 @@ pub fn detach(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
         }
         Err(e) => return Err(format!("bandwidth: {e}")),
     }
-    runtime.shaper.release_if_idle();
+    runtime.shaper.release_if_idle(&runtime.config);
     Ok(())
 }
 

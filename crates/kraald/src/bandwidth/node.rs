@@ -358,9 +358,9 @@ pub fn class_of(bandwidth: &PodBandwidth, dir: Direction) -> Option<&crate::stat
 
 /// Loads (or re-adopts) the bandwidth programs pinned under the config's bpffs directory.
 fn load_programs(config: &Config) -> Result<BandwidthPrograms, String> {
-    let root = config.bandwidth_pin_root();
-    crate::runtime::bpf_pin_dir(&root)?;
-    BandwidthPrograms::load(&root).map_err(|e| format!("loading the bandwidth programs: {e}"))
+    crate::runtime::bpf_pins::load(&config.bandwidth_pin_root(), |root| {
+        BandwidthPrograms::load(root).map_err(|e| format!("loading the bandwidth programs: {e}"))
+    })
 }
 
 /// The shaper, set up when a pod first needs it and taken down when none does.
@@ -390,17 +390,21 @@ impl LazyShaper {
         }
     }
 
-    /// Takes the node's hierarchies down if no pod is shaped any more.
-    pub fn release_if_idle(&self) {
+    /// Takes the node's hierarchies down and removes the programs' pins if no pod is shaped
+    /// any more. With the shaper not set up, only pins no pod holds are removed (left by an
+    /// earlier kraald, or by [`LazyShaper::detach_programs_only`]).
+    pub fn release_if_idle(&self, config: &Config) {
         let Ok(mut slot) = self.slot.lock() else {
             return;
         };
-        if slot.as_ref().is_some_and(Shaper::is_idle)
-            && let Some(mut shaper) = slot.take()
-        {
+        if slot.as_ref().is_some_and(|s| !s.is_idle()) {
+            return;
+        }
+        if let Some(mut shaper) = slot.take() {
             shaper.take_down();
             tracing::info!("no pod is shaped any more: the devices' own qdiscs are back");
         }
+        crate::runtime::bpf_pins::release_unused(config, &config.bandwidth_pin_root());
     }
 
     /// Detaches a pod's programs without the devices: for a node whose shaping can no longer

@@ -40,27 +40,39 @@ pub async fn start_container(
     .await
     .map_err(|e| internal("StartContainer task", e))?;
     if let Err(err) = reply {
-        // The container may have exited (or its monitor died) in the meantime.
+        let message = format!("StartContainer: starting container {id} failed: {err}");
+        // The container may have exited (or its monitor died) in the meantime: then its real
+        // exit is recorded; else the failed start is, as containerd does.
         runtime.record_exit(&id);
-        return Err(Status::failed_precondition(format!(
-            "StartContainer: starting container {id} failed: {err}"
-        )));
+        runtime.record_start_failure(&id, &message);
+        return Err(Status::failed_precondition(message));
     }
+    // One atomic update: if the exit was recorded already (a container that exits at once),
+    // it stays Exited; only the start time it lacks is filled in.
+    let mut started_now = false;
     let updated = runtime
         .state
         .update_container(&id, |c| {
             if c.state == ContainerState::Created {
                 c.state = ContainerState::Running;
+                started_now = true;
             }
-            c.started_at_unix_nanos = started_at;
+            if started_now || c.started_at_unix_nanos == 0 {
+                c.started_at_unix_nanos = started_at;
+            }
         })
         .map_err(|e| io_status("saving the container record", e))?;
     if let Some(c) = updated {
+        // Sent even when the exit came first: the event carries the current status (exited),
+        // and kubelet learns that the container did start.
         runtime.emit(
             &id,
             &c.sandbox_id,
             cri::ContainerEventType::ContainerStartedEvent,
         );
+    }
+    if !started_now {
+        tracing::info!(container = %id, "container started and had already exited");
     }
     tracing::info!(container = %id, "container started");
     Ok(cri::StartContainerResponse {})

@@ -2,6 +2,7 @@
 //! cgroups, the event stream, and where the per-container monitors and their files live.
 //! The calls themselves are in `crate::cri`, one file each.
 
+pub mod bpf_pins;
 mod events;
 mod exec_helper;
 mod exit_watch;
@@ -31,17 +32,6 @@ pub use keyed_locks::KeyedLocks;
 pub use layout::Layout;
 pub use process::{TrackedProcess, parse_signal, proc_start_time};
 pub use status::{internal, io_status};
-
-/// Makes `root` ready for a loader's pins: bpffs mounted on /sys/fs/bpf when `root` is under
-/// it, and the directory created.
-pub fn bpf_pin_dir(root: &std::path::Path) -> Result<(), String> {
-    const BPFFS: &str = "/sys/fs/bpf";
-    if root.starts_with(BPFFS) {
-        kraal_ebpf::ensure_bpffs(std::path::Path::new(BPFFS))
-            .map_err(|e| format!("mounting bpffs on {BPFFS}: {e}"))?;
-    }
-    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))
-}
 
 /// The cgroup2 dir of a cgroupfs path, when the host has a unified tree.
 pub fn unified_dir(runtime: &Runtime, rel: &str) -> Option<PathBuf> {
@@ -114,6 +104,11 @@ impl Runtime {
     /// Records the exit of a container whose monitor is gone (idempotent).
     pub fn record_exit(&self, container_id: &str) {
         exit_watch::record_exit(self, container_id);
+    }
+
+    /// Records a start that failed while the monitor lives on (idempotent).
+    pub fn record_start_failure(&self, container_id: &str, message: &str) {
+        exit_watch::record_start_failure(self, container_id, message);
     }
 
     pub fn emit(&self, container_id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {

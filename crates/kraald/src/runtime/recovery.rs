@@ -4,7 +4,15 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use kraal_runtime::monitor::MonitorState;
+
 use super::{Runtime, TrackedProcess};
+use crate::state::ContainerState;
+
+/// How long a live monitor may take to say whether its container was started.
+const STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn recover(runtime: &Arc<Runtime>) {
     let containers = runtime.state.containers();
@@ -19,6 +27,9 @@ pub fn recover(runtime: &Arc<Runtime>) {
             start_time: c.monitor_start_time,
         };
         if monitor.is_alive() {
+            if c.state == ContainerState::Created {
+                adopt_start(runtime, &c.id);
+            }
             runtime.watch_exit(&c.id);
             running += 1;
         } else {
@@ -32,4 +43,38 @@ pub fn recover(runtime: &Arc<Runtime>) {
         exited_while_down = exited,
         "re-adopted containers from the state dir"
     );
+}
+
+/// A container still Created on disk may have been started by a kraald that stopped before
+/// it saved the start: its monitor knows. Marked Running then, so that a second
+/// StartContainer is not tried (and failed) on a running container. The start time is
+/// unknown; now is the closest kraald can tell.
+fn adopt_start(runtime: &Runtime, id: &str) {
+    let socket = runtime.layout.control_socket(id);
+    let state = kraal_runtime::monitor::client::control(&socket, "state", STATE_TIMEOUT)
+        .map_err(|e| e.to_string())
+        .and_then(|reply| serde_json::from_str::<MonitorState>(&reply).map_err(|e| e.to_string()));
+    match state {
+        Ok(state) if state.started => {
+            let now = crate::clock::now_nanos();
+            let saved = runtime.state.update_container(id, |c| {
+                if c.state == ContainerState::Created {
+                    c.state = ContainerState::Running;
+                    c.started_at_unix_nanos = now;
+                }
+            });
+            match saved {
+                Ok(_) => {
+                    tracing::info!(container = %id, "started while kraald was down; now running")
+                }
+                Err(err) => {
+                    tracing::error!(container = %id, %err, "cannot save the container's start")
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(container = %id, %err, "cannot ask the monitor whether the container started")
+        }
+    }
 }

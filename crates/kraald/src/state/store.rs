@@ -2,6 +2,7 @@
 //! `<state>/containers/<id>.json`.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,7 +22,15 @@ struct Maps {
 pub struct StateStore {
     dir: PathBuf,
     maps: Mutex<Maps>,
+    /// Held by whoever writes a record, from reading it to its new version being in the map
+    /// and on disk: concurrent updaters of one record (the exit watcher, StartContainer,
+    /// StopContainer, policy changes) then compose instead of overwriting each other, and the
+    /// map and the file never disagree. Striped by id so unrelated records rarely wait on
+    /// each other; the maps' lock is never held across a write to disk.
+    writers: [Mutex<()>; WRITER_STRIPES],
 }
+
+const WRITER_STRIPES: usize = 32;
 
 /// A held name; dropping it releases the name (the record, once saved, keeps it taken).
 pub struct Reservation {
@@ -41,19 +50,20 @@ impl StateStore {
     pub fn open(dir: &Path) -> std::io::Result<(Self, Vec<String>)> {
         let mut maps = Maps::default();
         let mut problems = Vec::new();
-        for kind in ["sandboxes", "containers"] {
+        for kind in [SANDBOXES, CONTAINERS] {
             std::fs::create_dir_all(dir.join(kind))?;
         }
-        for (id, record) in read_all::<SandboxRecord>(&dir.join("sandboxes"), &mut problems)? {
+        for (id, record) in read_all::<SandboxRecord>(&dir.join(SANDBOXES), &mut problems)? {
             maps.sandboxes.insert(id, record);
         }
-        for (id, record) in read_all::<ContainerRecord>(&dir.join("containers"), &mut problems)? {
+        for (id, record) in read_all::<ContainerRecord>(&dir.join(CONTAINERS), &mut problems)? {
             maps.containers.insert(id, record);
         }
         Ok((
             StateStore {
                 dir: dir.to_path_buf(),
                 maps: Mutex::new(maps),
+                writers: std::array::from_fn(|_| Mutex::new(())),
             },
             problems,
         ))
@@ -63,6 +73,17 @@ impl StateStore {
         // A panic while holding the lock cannot leave the maps half-updated (every update is
         // a single insert or remove), so a poisoned lock is still safe to use.
         self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer lock of record `id` of `kind`. A panic in a change closure leaves the record
+    /// as it was (nothing was saved), so a poisoned lock is still safe to use.
+    fn writer(&self, kind: &str, id: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (kind, id).hash(&mut hasher);
+        let stripe = (hasher.finish() % WRITER_STRIPES as u64) as usize;
+        self.writers[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn sandbox(&self, id: &str) -> Option<SandboxRecord> {
@@ -122,61 +143,91 @@ impl StateStore {
         })
     }
 
+    /// Saves a record as given, replacing any earlier version. For a record that may exist
+    /// and be changed concurrently, use [`StateStore::update_sandbox`].
     pub fn save_sandbox(&self, record: &SandboxRecord) -> std::io::Result<()> {
-        write_record(&self.dir.join("sandboxes"), &record.id, record)?;
+        let _writer = self.writer(SANDBOXES, &record.id);
+        self.write_sandbox(record)
+    }
+
+    /// Saves a record as given; see [`StateStore::save_sandbox`].
+    pub fn save_container(&self, record: &ContainerRecord) -> std::io::Result<()> {
+        let _writer = self.writer(CONTAINERS, &record.id);
+        self.write_container(record)
+    }
+
+    fn write_sandbox(&self, record: &SandboxRecord) -> std::io::Result<()> {
+        write_record(&self.dir.join(SANDBOXES), &record.id, record)?;
         self.lock()
             .sandboxes
             .insert(record.id.clone(), record.clone());
         Ok(())
     }
 
-    pub fn save_container(&self, record: &ContainerRecord) -> std::io::Result<()> {
-        write_record(&self.dir.join("containers"), &record.id, record)?;
+    fn write_container(&self, record: &ContainerRecord) -> std::io::Result<()> {
+        write_record(&self.dir.join(CONTAINERS), &record.id, record)?;
         self.lock()
             .containers
             .insert(record.id.clone(), record.clone());
         Ok(())
     }
 
-    /// Changes a container record in place and saves it; None when it is gone.
+    /// Changes a container record and saves it, atomically with respect to every other
+    /// writer of that record: `change` sees the latest saved version, and nothing is written
+    /// in between. None when the record is gone. An unchanged record is not written again.
+    /// `change` must not write to the store itself.
     pub fn update_container(
         &self,
         id: &str,
         change: impl FnOnce(&mut ContainerRecord),
     ) -> std::io::Result<Option<ContainerRecord>> {
+        let _writer = self.writer(CONTAINERS, id);
         let Some(mut record) = self.container(id) else {
             return Ok(None);
         };
+        let before = record.clone();
         change(&mut record);
-        self.save_container(&record)?;
+        if record != before {
+            self.write_container(&record)?;
+        }
         Ok(Some(record))
     }
 
+    /// Changes a sandbox record and saves it; see [`StateStore::update_container`].
     pub fn update_sandbox(
         &self,
         id: &str,
         change: impl FnOnce(&mut SandboxRecord),
     ) -> std::io::Result<Option<SandboxRecord>> {
+        let _writer = self.writer(SANDBOXES, id);
         let Some(mut record) = self.sandbox(id) else {
             return Ok(None);
         };
+        let before = record.clone();
         change(&mut record);
-        self.save_sandbox(&record)?;
+        if record != before {
+            self.write_sandbox(&record)?;
+        }
         Ok(Some(record))
     }
 
     pub fn delete_sandbox(&self, id: &str) -> std::io::Result<()> {
-        remove_record(&self.dir.join("sandboxes"), id)?;
+        let _writer = self.writer(SANDBOXES, id);
+        remove_record(&self.dir.join(SANDBOXES), id)?;
         self.lock().sandboxes.remove(id);
         Ok(())
     }
 
     pub fn delete_container(&self, id: &str) -> std::io::Result<()> {
-        remove_record(&self.dir.join("containers"), id)?;
+        let _writer = self.writer(CONTAINERS, id);
+        remove_record(&self.dir.join(CONTAINERS), id)?;
         self.lock().containers.remove(id);
         Ok(())
     }
 }
+
+const SANDBOXES: &str = "sandboxes";
+const CONTAINERS: &str = "containers";
 
 /// A read-only view of the maps for reservation checks.
 pub struct RecordsView<'a> {
@@ -283,6 +334,44 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(dir.path().join("containers/c2.json.unreadable").exists());
         assert!(!dir.path().join("containers/.c1.json.tmp").exists());
+    }
+
+    #[test]
+    fn concurrent_updates_of_one_record_all_land() {
+        // The exit watcher, StartContainer and policy updates change one container's record
+        // from different threads; each change must survive the others (issue 15, item 7).
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = StateStore::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        store.save_container(&sample("c1")).unwrap();
+        let (threads, rounds) = (8, 25);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for r in 0..rounds {
+                        store
+                            .update_container("c1", |c| {
+                                c.labels.insert(format!("t{t}-r{r}"), String::new());
+                            })
+                            .map_err(|e| format!("thread {t} round {r}: {e}"))?;
+                    }
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        let in_memory = store.container("c1").unwrap();
+        assert_eq!(in_memory.labels.len(), threads * rounds, "lost updates");
+        let (reopened, problems) = StateStore::open(dir.path()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            reopened.container("c1"),
+            Some(in_memory),
+            "file and memory differ"
+        );
     }
 
     fn sample(id: &str) -> ContainerRecord {
