@@ -11,14 +11,13 @@ use kraal_api::runtime::v1::image_service_server::ImageServiceServer;
 use kraal_api::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use kraal_image::ImageStore;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::AdminHandler;
 use crate::config::Config;
 use crate::cri::{ImageHandler, InUse, RuntimeHandler};
 use crate::runtime::Runtime;
 use crate::state::StateStore;
-use crate::{lock, socket};
+use crate::{authority, lock, socket};
 use kraal_cgroups::Cgroups;
 
 /// kubelet sends and accepts messages up to 16 MiB; so do we.
@@ -88,6 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // authority::incoming: kubelet 1.28-1.30 send the socket path as :authority, which h2
+    // alone refuses; both sockets accept any authority a client sends.
     let serving_cri = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("cri", call = %request.uri().path()))
         .add_service(
@@ -100,12 +101,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(authority::incoming(listener), stopped(stop_rx.clone()));
     let serving_admin = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("admin", call = %request.uri().path()))
         .add_service(AdminServer::new(admin))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(admin_listener),
+            authority::incoming(admin_listener),
             stopped(stop_rx.clone()),
         );
     let serving = async {
@@ -176,3 +177,4 @@ async fn shutdown_signal() {
         }
     }
 }
+
