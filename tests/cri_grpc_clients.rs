@@ -273,3 +273,42 @@ async fn grpc_go_with_the_socket_path_as_authority_reaches_both_sockets() {
     );
 }
 
+/// `kraalctl cri`: the client the README points a newcomer to when there is no kubelet or
+/// crictl on the node (issue 15, item 0).
+#[tokio::test]
+async fn kraalctl_cri_reads_the_cri_socket() {
+    let kraald = Kraald::start("").await;
+    let pod = kraald
+        .run_pod(kraal_e2e::pod_config("kraalctl-cri", false))
+        .await
+        .expect("RunPodSandbox");
+    let kraalctl = |args: &[&str]| {
+        let out = std::process::Command::new(kraal_e2e::kraalctl_bin())
+            .arg("--cri-socket")
+            .arg(&kraald.socket)
+            .args(args)
+            .output()
+            .expect("running kraalctl");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kraalctl {args:?}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let version = kraalctl(&["cri", "version"]);
+    assert!(version.starts_with("kraal "), "{version}");
+    let pods = kraalctl(&["cri", "pods"]);
+    let row = pods
+        .lines()
+        .find(|line| line.contains("kraal-e2e/kraalctl-cri"))
+        .unwrap_or_else(|| panic!("the pod is not listed:\n{pods}"));
+    assert!(row.starts_with(&pod[..12]), "{row}");
+    assert!(row.contains("READY"), "{row}");
+    let containers = kraalctl(&["cri", "containers"]);
+    assert!(containers.starts_with("CONTAINER ID"), "{containers}");
+    let images: serde_json::Value =
+        serde_json::from_str(&kraalctl(&["cri", "images", "-o", "json"])).expect("JSON");
+    assert!(images["images"].is_array(), "{images}");
+}

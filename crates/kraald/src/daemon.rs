@@ -134,12 +134,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The container monitor's binary name (crates/kraal-runtime's `[[bin]]`), found beside
+/// kraald unless `monitor_path` says otherwise.
+const MONITOR_BIN: &str = "kraal-monitor";
+
 /// The monitor binary: configured, or the one installed beside kraald.
 fn monitor_binary(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     let path = if config.monitor_path.as_os_str().is_empty() {
         std::env::current_exe()
             .context("finding kraald's own binary")?
-            .with_file_name("kraal-monitor")
+            .with_file_name(MONITOR_BIN)
     } else {
         config.monitor_path.clone()
     };
@@ -178,3 +182,42 @@ async fn shutdown_signal() {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::MONITOR_BIN;
+    use std::path::Path;
+
+    /// hack/run.sh, the README's first command, builds for release and starts kraald from
+    /// target/release: it must build the monitor kraald looks for beside itself.
+    #[test]
+    fn run_sh_builds_the_monitor_kraald_needs() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let script = std::fs::read_to_string(repo.join("hack/run.sh")).unwrap();
+        let build = script
+            .lines()
+            .find(|line| line.trim_start().starts_with("cargo build"))
+            .expect("hack/run.sh runs cargo build");
+        let words: Vec<&str> = build.split_whitespace().collect();
+        let packages: Vec<&str> = words
+            .windows(2)
+            .filter(|pair| pair[0] == "-p")
+            .map(|pair| pair[1])
+            .collect();
+        let builds_monitor = packages.iter().any(|package| {
+            let manifest = repo.join("crates").join(package).join("Cargo.toml");
+            let manifest: toml::Table =
+                toml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+            manifest
+                .get("bin")
+                .and_then(|bins| bins.as_array())
+                .is_some_and(|bins| {
+                    bins.iter()
+                        .any(|bin| bin.get("name").and_then(|n| n.as_str()) == Some(MONITOR_BIN))
+                })
+        });
+        assert!(
+            builds_monitor,
+            "hack/run.sh's `{build}` builds none of the packages that have the {MONITOR_BIN} binary"
+        );
+    }
+}
