@@ -15,6 +15,10 @@ if ! ls "$conf_dir"/*.conflist "$conf_dir"/*.conf "$conf_dir"/*.json >/dev/null 
   echo "run: installing hack/cni/10-kraal.conflist into $conf_dir (bridge kraal0, 10.231.0.0/16)" >&2
   install -D -m 0644 hack/cni/10-kraal.conflist "$conf_dir/10-kraal.conflist"
 fi
-cargo build --release -p kraald -p kraalctl
-echo "run: kraalctl is target/release/kraalctl (admin socket /run/kraal/admin.sock by default)" >&2
+# kraald runs every container under kraal-monitor (package kraal-runtime), which it looks for
+# beside itself: the three packages are built together (a kraald unit test checks this line).
+cargo build --release -p kraald -p kraal-runtime -p kraalctl
+echo "run: talk to it with target/release/kraalctl: 'kraalctl cri version|pods|containers|images'" >&2
+echo "run: reads the CRI socket (--cri-socket, default /run/kraal/kraal.sock); 'kraalctl pod ...' uses" >&2
+echo "run: the admin socket (--socket, default /run/kraal/admin.sock). crictl works too, if installed." >&2
 exec target/release/kraald "$@"

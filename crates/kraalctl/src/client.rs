@@ -1,5 +1,5 @@
-//! The connection to kraald's admin socket: gRPC over a unix socket, dialled the way the
-//! end-to-end harness dials the CRI socket.
+//! The connection to kraald's sockets (admin, and CRI for `kraalctl cri`): gRPC over a unix
+//! socket, dialled the way the end-to-end harness dials the CRI socket.
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +14,13 @@ pub const DEFAULT_SOCKET: &str = "/run/kraal/admin.sock";
 /// Connects to the admin socket. A socket that is missing, refuses the connection or is not
 /// ours to open is reported with the path, the OS error and a hint.
 pub async fn connect(socket: &Path) -> anyhow::Result<AdminClient<Channel>> {
+    Ok(AdminClient::new(channel(socket, "admin socket").await?))
+}
+
+/// A channel to one of kraald's sockets; `role` names it in the error.
+pub async fn channel(socket: &Path, role: &str) -> anyhow::Result<Channel> {
     let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://kraal.invalid")
+    Endpoint::from_static("http://kraal.invalid")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path: PathBuf = path.clone();
             async move {
@@ -24,15 +29,23 @@ pub async fn connect(socket: &Path) -> anyhow::Result<AdminClient<Channel>> {
             }
         }))
         .await
-        .map_err(|err| unreachable_error(socket, &err))?;
-    Ok(AdminClient::new(channel))
+        .map_err(|err| unreachable_error(socket, role, &err))
 }
 
 /// The one-line message for a socket kraalctl could not connect to.
-fn unreachable_error(socket: &Path, err: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+fn unreachable_error(
+    socket: &Path,
+    role: &str,
+    err: &(dyn std::error::Error + 'static),
+) -> anyhow::Error {
     let cause = io_cause(err).map_or_else(|| err.to_string(), ToString::to_string);
+    let hint = if role == "admin socket" {
+        "is kraald running? the admin socket is root only"
+    } else {
+        "is kraald running? the CRI socket is for root and kraald's socket_group"
+    };
     anyhow!(
-        "cannot reach kraald's admin socket {}: {cause} (is kraald running? the admin socket is root only)",
+        "cannot reach kraald's {role} {}: {cause} ({hint})",
         socket.display()
     )
 }

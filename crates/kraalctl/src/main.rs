@@ -1,5 +1,6 @@
 //! kraalctl: the kraal admin CLI. It talks to kraald's admin API (`kraal.v1`) on its own
-//! root-only unix socket, never to the CRI socket.
+//! root-only unix socket; `kraalctl cri ...` only reads what kraald serves on the CRI socket
+//! (version, pods, containers, images), for a node without kubelet or crictl.
 //!
 //! Exit codes: 0 on success, 1 when kraald could not be reached or answered with an error
 //! (`kraalctl: <code>: <message>` on stderr), 2 for a usage error.
@@ -8,6 +9,7 @@
 
 mod args;
 mod client;
+mod cri;
 mod render;
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use crate::client::status_error;
 #[command(
     name = "kraalctl",
     version,
-    about = "kraal's admin CLI: freeze and thaw pods, show and change their isolation policy",
+    about = "kraal's admin CLI: freeze and thaw pods, show and change their isolation policy; list what kraald serves over CRI",
     after_help = "A pod is named by its sandbox id, a unique prefix of the id, its name (when only one pod \
                   has it) or namespace/name.\nThe admin socket is root only: run kraalctl as root on the node."
 )]
@@ -43,6 +45,16 @@ struct Cli {
         default_value = client::DEFAULT_SOCKET
     )]
     socket: PathBuf,
+
+    /// kraald's CRI socket, for `kraalctl cri`
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KRAAL_CRI_SOCKET",
+        default_value = cri::DEFAULT_SOCKET
+    )]
+    cri_socket: PathBuf,
 
     /// Output format
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Human)]
@@ -65,6 +77,9 @@ enum Command {
     /// Freeze, thaw, show or change the policy of a pod
     #[command(subcommand)]
     Pod(PodCommand),
+    /// Read what kraald serves on its CRI socket (as crictl would): version, pods, containers, images
+    #[command(subcommand)]
+    Cri(cri::CriCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +125,7 @@ enum PodCommand {
 
 /// One admin call, fully formed from the command line.
 enum Call {
+    Cri(cri::CriCommand),
     Freeze(FreezePodRequest),
     Thaw(ThawPodRequest),
     Policy(GetPodPolicyRequest),
@@ -127,7 +143,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(run(&cli.socket, cli.output, call)));
+        .and_then(|runtime| runtime.block_on(run(&cli.socket, &cli.cri_socket, cli.output, call)));
     let written = result.and_then(|text| print(&text));
     match written {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,7 +169,10 @@ fn usage_error(subcommand: &[&str], message: String) -> ! {
 
 /// The request a command asks for, or a usage error.
 fn call(command: Command) -> Result<Call, String> {
-    let Command::Pod(command) = command;
+    let command = match command {
+        Command::Pod(command) => command,
+        Command::Cri(command) => return Ok(Call::Cri(command)),
+    };
     Ok(match command {
         PodCommand::Freeze { pod, timeout } => Call::Freeze(FreezePodRequest {
             pod,
@@ -178,33 +197,40 @@ fn call(command: Command) -> Result<Call, String> {
 }
 
 /// Makes the call and renders the answer.
-async fn run(socket: &Path, output: Output, call: Call) -> anyhow::Result<String> {
-    let mut admin = client::connect(socket).await?;
+async fn run(
+    admin_socket: &Path,
+    cri_socket: &Path,
+    output: Output,
+    call: Call,
+) -> anyhow::Result<String> {
     let json = output == Output::Json;
+    // Connected only for an admin call: `kraalctl cri` needs no admin socket.
+    let admin = || client::connect(admin_socket);
     let text = match call {
         Call::Freeze(request) => render_as(
             json,
-            &answer(admin.freeze_pod(request).await)?,
+            &answer(admin().await?.freeze_pod(request).await)?,
             render::freeze_json,
             render::freeze_human,
         )?,
         Call::Thaw(request) => render_as(
             json,
-            &answer(admin.thaw_pod(request).await)?,
+            &answer(admin().await?.thaw_pod(request).await)?,
             render::thaw_json,
             render::thaw_human,
         )?,
         Call::Policy(request) => render_as(
             json,
-            &answer(admin.get_pod_policy(request).await)?,
+            &answer(admin().await?.get_pod_policy(request).await)?,
             render::policy_json,
             render::policy_human,
         )?,
+        Call::Cri(command) => cri::run(cri_socket, json, command).await?,
         Call::Update(request) => {
             let dry_run = request.dry_run;
             render_as(
                 json,
-                &answer(admin.update_pod_policy(request).await)?,
+                &answer(admin().await?.update_pod_policy(request).await)?,
                 render::policy_json,
                 |status| render::update_human(status, dry_run),
             )?

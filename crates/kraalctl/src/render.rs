@@ -254,7 +254,7 @@ fn containers(names: &[String]) -> String {
     }
 }
 
-fn short_id(id: &str) -> String {
+pub(crate) fn short_id(id: &str) -> String {
     let id = clean(id);
     match id.char_indices().nth(SHORT_ID) {
         Some((cut, _)) => format!("{}…", &id[..cut]),
@@ -264,7 +264,7 @@ fn short_id(id: &str) -> String {
 
 /// A server-provided string made safe for one line of a terminal: control characters
 /// (newlines, escape sequences) are shown escaped.
-fn clean(text: &str) -> String {
+pub(crate) fn clean(text: &str) -> String {
     if text.chars().any(char::is_control) {
         text.chars()
             .map(|c| {

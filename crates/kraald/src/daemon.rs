@@ -11,14 +11,13 @@ use kraal_api::runtime::v1::image_service_server::ImageServiceServer;
 use kraal_api::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use kraal_image::ImageStore;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::AdminHandler;
 use crate::config::Config;
 use crate::cri::{ImageHandler, InUse, RuntimeHandler};
 use crate::runtime::Runtime;
 use crate::state::StateStore;
-use crate::{lock, socket};
+use crate::{authority, lock, socket};
 use kraal_cgroups::Cgroups;
 
 /// kubelet sends and accepts messages up to 16 MiB; so do we.
@@ -89,6 +88,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // authority::incoming: kubelet 1.28-1.30 send the socket path as :authority, which h2
+    // alone refuses; both sockets accept any authority a client sends.
     let serving_cri = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("cri", call = %request.uri().path()))
         .add_service(
@@ -101,12 +102,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(authority::incoming(listener), stopped(stop_rx.clone()));
     let serving_admin = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("admin", call = %request.uri().path()))
         .add_service(AdminServer::new(admin))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(admin_listener),
+            authority::incoming(admin_listener),
             stopped(stop_rx.clone()),
         );
     let serving = async {
@@ -138,12 +139,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The container monitor's binary name (crates/kraal-runtime's `[[bin]]`), found beside
+/// kraald unless `monitor_path` says otherwise.
+const MONITOR_BIN: &str = "kraal-monitor";
+
 /// The monitor binary: configured, or the one installed beside kraald.
 fn monitor_binary(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     let path = if config.monitor_path.as_os_str().is_empty() {
         std::env::current_exe()
             .context("finding kraald's own binary")?
-            .with_file_name("kraal-monitor")
+            .with_file_name(MONITOR_BIN)
     } else {
         config.monitor_path.clone()
     };
@@ -179,5 +184,45 @@ async fn shutdown_signal() {
             tracing::error!("cannot install signal handlers; kraald stops only when killed");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MONITOR_BIN;
+    use std::path::Path;
+
+    /// hack/run.sh, the README's first command, builds for release and starts kraald from
+    /// target/release: it must build the monitor kraald looks for beside itself.
+    #[test]
+    fn run_sh_builds_the_monitor_kraald_needs() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let script = std::fs::read_to_string(repo.join("hack/run.sh")).unwrap();
+        let build = script
+            .lines()
+            .find(|line| line.trim_start().starts_with("cargo build"))
+            .expect("hack/run.sh runs cargo build");
+        let words: Vec<&str> = build.split_whitespace().collect();
+        let packages: Vec<&str> = words
+            .windows(2)
+            .filter(|pair| pair[0] == "-p")
+            .map(|pair| pair[1])
+            .collect();
+        let builds_monitor = packages.iter().any(|package| {
+            let manifest = repo.join("crates").join(package).join("Cargo.toml");
+            let manifest: toml::Table =
+                toml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+            manifest
+                .get("bin")
+                .and_then(|bins| bins.as_array())
+                .is_some_and(|bins| {
+                    bins.iter()
+                        .any(|bin| bin.get("name").and_then(|n| n.as_str()) == Some(MONITOR_BIN))
+                })
+        });
+        assert!(
+            builds_monitor,
+            "hack/run.sh's `{build}` builds none of the packages that have the {MONITOR_BIN} binary"
+        );
     }
 }

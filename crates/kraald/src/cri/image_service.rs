@@ -1,5 +1,6 @@
 //! Routes the ImageService calls to their files. Store calls that touch the disk run on the
-//! blocking pool so a slow disk never stalls the gRPC workers.
+//! blocking pool so a slow disk never stalls the gRPC workers. Every call goes through
+//! `call_log::logged`, which logs a failure once.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use kraal_api::runtime::v1::{
 use kraal_image::ImageStore;
 use tonic::{Request, Response, Status};
 
+use super::call_log::logged;
 use super::{image_fs_info, image_status, list_images, pull_image, remove_image, stream_images};
 
 type ImageBatches = Pin<Box<dyn Stream<Item = Result<StreamImagesResponse, Status>> + Send>>;
@@ -32,14 +34,14 @@ impl ImageHandler {
         ImageHandler { store, in_use }
     }
 
-    async fn blocking<T, F>(&self, call: F) -> Result<Response<T>, Status>
+    async fn blocking<T, F>(&self, call: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&ImageStore) -> Result<T, Status> + Send + 'static,
     {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || call(&store)).await {
-            Ok(result) => result.map(Response::new),
+            Ok(result) => result,
             Err(err) => Err(Status::internal(format!("image store task failed: {err}"))),
         }
     }
@@ -53,58 +55,64 @@ impl ImageService for ImageHandler {
         &self,
         request: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        let request = request.into_inner();
-        self.blocking(move |store| list_images::list_images(store, request))
-            .await
+        logged("ListImages", request, |r| {
+            self.blocking(move |store| list_images::list_images(store, r))
+        })
+        .await
     }
 
     async fn image_status(
         &self,
         request: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
-        let request = request.into_inner();
-        self.blocking(move |store| image_status::image_status(store, request))
-            .await
+        logged("ImageStatus", request, |r| {
+            self.blocking(move |store| image_status::image_status(store, r))
+        })
+        .await
     }
 
     async fn pull_image(
         &self,
         request: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
-        pull_image::pull_image(&self.store, request.into_inner())
-            .await
-            .map(Response::new)
+        logged("PullImage", request, |r| {
+            pull_image::pull_image(&self.store, r)
+        })
+        .await
     }
 
     async fn remove_image(
         &self,
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        let request = request.into_inner();
         let in_use = self.in_use.clone();
-        self.blocking(move |store| remove_image::remove_image(store, request, &*in_use))
-            .await
+        logged("RemoveImage", request, |r| {
+            self.blocking(move |store| remove_image::remove_image(store, r, &*in_use))
+        })
+        .await
     }
 
     async fn image_fs_info(
         &self,
         request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        let request = request.into_inner();
-        self.blocking(move |store| image_fs_info::image_fs_info(store, request))
-            .await
+        logged("ImageFsInfo", request, |r| {
+            self.blocking(move |store| image_fs_info::image_fs_info(store, r))
+        })
+        .await
     }
 
     async fn stream_images(
         &self,
         request: Request<StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        let request = request.into_inner();
-        let batches = self
-            .blocking(move |store| stream_images::stream_images(store, request))
-            .await?
-            .into_inner();
-        let stream: ImageBatches = Box::pin(futures::stream::iter(batches.into_iter().map(Ok)));
-        Ok(Response::new(stream))
+        logged("StreamImages", request, |r| async move {
+            let batches = self
+                .blocking(move |store| stream_images::stream_images(store, r))
+                .await?;
+            let stream: ImageBatches = Box::pin(futures::stream::iter(batches.into_iter().map(Ok)));
+            Ok(stream)
+        })
+        .await
     }
 }

@@ -3,6 +3,7 @@
 //! and `image_service.rs` only route calls to them.
 
 mod attach;
+mod call_log;
 mod container_stats;
 mod container_status;
 mod container_undo;
