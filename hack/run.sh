@@ -18,7 +18,8 @@ fi
 # kraald runs every container under kraal-monitor (package kraal-runtime), which it looks for
 # beside itself: the three packages are built together (a kraald unit test checks this line).
 cargo build --release -p kraald -p kraal-runtime -p kraalctl
-echo "run: talk to it with target/release/kraalctl: 'kraalctl cri version|pods|containers|images'" >&2
+bin="${CARGO_TARGET_DIR:-target}/release"
+echo "run: talk to it with $bin/kraalctl: 'kraalctl cri version|pods|containers|images'" >&2
 echo "run: reads the CRI socket (--cri-socket, default /run/kraal/kraal.sock); 'kraalctl pod ...' uses" >&2
 echo "run: the admin socket (--socket, default /run/kraal/admin.sock). crictl works too, if installed." >&2
-exec target/release/kraald "$@"
+exec "$bin/kraald" "$@"
