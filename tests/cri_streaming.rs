@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kraal_e2e::{Kraald, cri, host_binary_mounts, pod_config, shell_container};
 use kraal_stream_testclient::remotecommand::{Session, status};
-use kraal_stream_testclient::spdy_client::SpdyClient;
+use kraal_stream_testclient::spdy_client::{SpdyClient, forwarded};
 use kraal_stream_testclient::ws_client::{WsClient, WsMessage};
 use tonic::Code;
 
@@ -34,6 +34,14 @@ async fn setup(name: &str, script: &str) -> (Kraald, String, String) {
 /// connection: busybox's `nc -ll` resets connections queued while it re-listens), returned
 /// once every port listens.
 async fn setup_echo(name: &str, ports: &[u16]) -> (Kraald, String, String) {
+    let mut args = vec!["echo".to_owned()];
+    args.extend(ports.iter().map(|p| format!("0.0.0.0:{p}")));
+    setup_socktool(name, &args, ports).await
+}
+
+/// A kraald with a pod whose container runs `socktool <args>`, returned once every one of
+/// `ports` listens.
+async fn setup_socktool(name: &str, args: &[String], ports: &[u16]) -> (Kraald, String, String) {
     let kraald = Kraald::start("").await;
     let image = kraald.pull_busybox().await;
     let pod_cfg = pod_config(name, false);
@@ -42,10 +50,8 @@ async fn setup_echo(name: &str, ports: &[u16]) -> (Kraald, String, String) {
         .await
         .expect("RunPodSandbox");
     let mut config = shell_container(name, &image, "");
-    config.command = vec!["/socktool".into(), "echo".into()];
-    config
-        .command
-        .extend(ports.iter().map(|p| format!("0.0.0.0:{p}")));
+    config.command = vec!["/socktool".into()];
+    config.command.extend(args.iter().cloned());
     config.mounts = host_binary_mounts(&[(SOCKTOOL, "/socktool")]);
     let id = kraald.run_container(&pod, &pod_cfg, config).await;
     let deadline = Instant::now() + T;
@@ -56,7 +62,7 @@ async fn setup_echo(name: &str, ports: &[u16]) -> (Kraald, String, String) {
         }
         assert!(
             Instant::now() < deadline,
-            "echo servers never listened: {listening}"
+            "socktool {args:?} never listened: {listening}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -425,6 +431,70 @@ async fn port_forward_to_an_echo_server_in_the_pod() {
         .await
         .expect_err("unknown pod");
     assert_eq!(err.code(), Code::NotFound);
+}
+
+async fn port_forward_url(kraald: &Kraald, pod: &str, port: i32) -> String {
+    kraald
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.to_owned(),
+            port: vec![port],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url
+}
+
+/// A pod whose server answers and closes (as busybox httpd's 404 or `nc -l -e echo` do).
+/// kubectl copies a connection until the data stream ends, then waits for the error
+/// stream's end, and only then closes its side: the forward must end without the client
+/// closing first, over SPDY (several connections on one session) and over WebSocket.
+#[tokio::test]
+async fn port_forward_ends_when_the_pod_closes() {
+    let args = ["reply", "0.0.0.0:9000", "hi-from-the-pod"].map(String::from);
+    let (kraald, pod, _id) = setup_socktool("reply", &args, &[9000]).await;
+    let (client, _) = SpdyClient::connect(
+        &port_forward_url(&kraald, &pod, 9000).await,
+        &["portforward.k8s.io"],
+        false,
+    )
+    .await
+    .expect("upgrade");
+    for req in 0..3 {
+        let (mut error, mut data) = client.open_forward("9000", &req.to_string()).await;
+        let got = forwarded(&mut data, &mut error, T)
+            .await
+            .unwrap_or_else(|e| panic!("SPDY connection {req}, the pod closed first: {e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&got.data),
+            "hi-from-the-pod",
+            "connection {req}"
+        );
+        assert_eq!(got.error, "", "connection {req}: a clean close is no error");
+        // Only now does client-go close its local connection and so the data stream.
+        data.close().await;
+    }
+    client.shutdown().await;
+
+    let url = port_forward_url(&kraald, &pod, 9000).await;
+    let mut ws = WsClient::connect(&format!("{url}?ports=9000"), &["v4.channel.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    let (channels, code) = ws
+        .until_server_close(T)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket, the pod closed first: {e}"));
+    assert_eq!(code, Some(1000));
+    let mut want = 9000u16.to_le_bytes().to_vec();
+    want.extend_from_slice(b"hi-from-the-pod");
+    assert_eq!(channels.get(&0), Some(&want), "data channel");
+    assert_eq!(
+        channels.get(&1),
+        Some(&9000u16.to_le_bytes().to_vec()),
+        "error channel: the port, no error"
+    );
 }
 
 #[tokio::test]

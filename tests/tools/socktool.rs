@@ -12,6 +12,7 @@
 //! socktool sendto <addr:port>               UDP send from an unbound socket
 //! socktool deny-loop <ms> <addr:port>       binds for ms milliseconds; exit 1 if one worked
 //! socktool echo <addr:port>...              echo servers, a thread per connection, forever
+//! socktool reply <addr:port> <text>         each connection gets text, then a close, forever
 //! ```
 //!
 //! `echo` exists because busybox's `nc -ll -e cat` re-listens after each accept and resets the
@@ -105,6 +106,16 @@ fn run(args: &[&str]) -> Result<ExitCode, String> {
             println!("listening");
             loop {
                 std::thread::park();
+            }
+        }
+        ["reply", addr, text] => {
+            let addr = parse_addr(addr)?;
+            let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+            println!("listening");
+            // Like busybox httpd's 404 or `nc -l -e echo`: the answer ends by closing, so a
+            // forwarding client learns the end only from the close.
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.write_all(text.as_bytes());
             }
         }
         _ => return Err(format!("unknown command {args:?}")),

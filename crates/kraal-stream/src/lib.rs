@@ -18,6 +18,7 @@ mod remotecommand;
 mod runtime;
 mod server;
 pub mod spdy;
+mod splice;
 mod status;
 mod tls;
 mod tokens;
@@ -31,3 +32,4 @@ pub use runtime::{
     TerminalSize,
 };
 pub use server::Server;
+pub use splice::{SpliceError, Spliced, TARGET_END_GRACE};

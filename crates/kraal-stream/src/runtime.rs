@@ -94,7 +94,9 @@ pub trait StreamRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StreamError>> + Send;
 
     /// Connects `stream` to `target.port` inside the sandbox's network namespace and copies
-    /// both ways until both sides are done. An `Err` is shown to the client as the
+    /// with [`PortStream::splice`]: returning is what ends the connection for the client (the
+    /// server then ends its error stream), so this must return once the target's side ended,
+    /// not wait for the client to close first. An `Err` is shown to the client as the
     /// connection's error.
     fn port_forward(
         &self,

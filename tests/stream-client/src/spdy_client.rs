@@ -133,6 +133,9 @@ struct Ends {
     remote: HashSet<u32>,
     /// Bytes written to a stream after the server's FIN, and so never sent.
     dropped: usize,
+    /// Port-forward data streams: client-go keeps its side open after the server's FIN
+    /// until its local connection closes, and may still write.
+    held: HashSet<u32>,
 }
 
 /// A client that behaves as client-go's remotecommand and portforward do over spdystream:
@@ -260,12 +263,21 @@ impl SpdyClient {
     }
 
     pub async fn open(&self, headers: &[(&str, &str)]) -> Stream {
+        self.open_stream(headers, false).await
+    }
+
+    /// `held`: our side stays open after the server's FIN (registered before the stream
+    /// exists, so no FIN can come first).
+    async fn open_stream(&self, headers: &[(&str, &str)], held: bool) -> Stream {
         let id = {
             let mut n = self.next_id.lock().unwrap();
             let id = *n;
             *n += 2;
             id
         };
+        if held {
+            self.ends.lock().unwrap().held.insert(id);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         self.streams.lock().unwrap().insert(id, tx);
         let mut w = self.writer.lock().await;
@@ -283,12 +295,39 @@ impl SpdyClient {
         }
     }
 
+    /// One forwarded connection's streams as client-go's port-forward opens them:
+    /// (error, data). Our side of the error stream is closed at once (the client never
+    /// writes to it); our side of the data stream stays open after the server's FIN, until
+    /// [`Stream::close`], as client-go's stays open until its local connection closes.
+    pub async fn open_forward(&self, port: &str, request_id: &str) -> (Stream, Stream) {
+        let error = self
+            .open(&[
+                ("streamtype", "error"),
+                ("port", port),
+                ("requestid", request_id),
+            ])
+            .await;
+        error.close().await;
+        let data = self
+            .open_stream(
+                &[
+                    ("streamtype", "data"),
+                    ("port", port),
+                    ("requestid", request_id),
+                ],
+                true,
+            )
+            .await;
+        (error, data)
+    }
+
     /// One DATA frame. After the server's FIN on `id` nothing more is sent (data is counted
     /// in [`SpdyClient::dropped_bytes`]); our own FIN goes once.
     pub async fn send_data(&self, id: u32, fin: bool, data: &[u8]) {
         {
             let mut ends = self.ends.lock().unwrap();
-            if ends.remote.contains(&id) || ends.local.contains(&id) {
+            let remote_ended = ends.remote.contains(&id) && !ends.held.contains(&id);
+            if remote_ended || ends.local.contains(&id) {
                 ends.dropped += data.len();
                 return;
             }
@@ -309,7 +348,7 @@ impl SpdyClient {
         let close = {
             let mut ends = self.ends.lock().unwrap();
             ends.remote.insert(id);
-            ends.local.insert(id)
+            !ends.held.contains(&id) && ends.local.insert(id)
         };
         if close {
             self.send_frame(id, true, &[]).await;
@@ -385,6 +424,22 @@ impl Stream {
             }
         }
         out
+    }
+
+    /// Everything until the server's FIN (or reset); `Err` with what arrived if it did not
+    /// end within `t`.
+    pub async fn try_read_to_end(&mut self, t: Duration) -> Result<Vec<u8>, Vec<u8>> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + t;
+        while !self.finished {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Event::Data(d))) => out.extend_from_slice(&d),
+                Ok(Some(Event::Reply)) => {}
+                Ok(Some(Event::Fin)) | Ok(Some(Event::Reset(_))) | Ok(None) => self.finished = true,
+                Err(_) => return Err(out),
+            }
+        }
+        Ok(out)
     }
 
     /// Reads until `pred` holds for what arrived so far.
@@ -494,4 +549,41 @@ async fn read_loop(
     for (_, tx) in client.streams.lock().unwrap().drain() {
         let _ = tx.send(Event::Fin);
     }
+}
+
+/// What one port-forward connection brought back.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub data: Vec<u8>,
+    pub error: String,
+}
+
+/// Waits for the end of a forwarded connection as client-go's port-forward (kubectl) does:
+/// the data stream is copied until the server's FIN, then the error stream is read until its
+/// FIN, and only then would the local connection close. Nothing is closed here: a server
+/// that waits for the client to close first never ends, and `Err` says which stream hung.
+pub async fn forwarded(
+    data: &mut Stream,
+    error: &mut Stream,
+    t: Duration,
+) -> Result<Forwarded, String> {
+    let data = data.try_read_to_end(t).await.map_err(|got| {
+        format!(
+            "the data stream did not end within {t:?} ({} bytes: {:?}); kubectl would hang",
+            got.len(),
+            String::from_utf8_lossy(&got)
+        )
+    })?;
+    let error = error.try_read_to_end(t).await.map_err(|got| {
+        format!(
+            "the data stream ended ({} bytes) but the error stream did not within {t:?} \
+             (got {:?}); kubectl would hang",
+            data.len(),
+            String::from_utf8_lossy(&got)
+        )
+    })?;
+    Ok(Forwarded {
+        data,
+        error: String::from_utf8_lossy(&error).into_owned(),
+    })
 }

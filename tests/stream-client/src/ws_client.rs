@@ -1,6 +1,7 @@
 //! A WebSocket client written from RFC 6455 for the tests (masked client frames, unmasked
 //! server frames), independent of the server's WebSocket library.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -156,5 +157,41 @@ impl WsClient {
 
     pub async fn recv_timeout(&mut self, t: Duration) -> Option<WsMessage> {
         tokio::time::timeout(t, self.recv()).await.ok().flatten()
+    }
+
+    /// Every channel's data until the server's Close, as a port-forward client sees the end
+    /// of its connections (v4 has no per-channel end): nothing is sent meanwhile, so a server
+    /// that waits for the client to close first never gets there and `Err` says so. Returns
+    /// the data by channel (port prefixes included) and the Close's code; answers the Close.
+    pub async fn until_server_close(
+        &mut self,
+        t: Duration,
+    ) -> Result<(BTreeMap<u8, Vec<u8>>, Option<u16>), String> {
+        let mut channels: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(Some(WsMessage::Binary(b))) => {
+                    if let Some((ch, d)) = b.split_first() {
+                        channels.entry(*ch).or_default().extend_from_slice(d);
+                    }
+                }
+                Ok(Some(WsMessage::Close(code))) => {
+                    self.close().await;
+                    return Ok((channels, code));
+                }
+                Ok(Some(WsMessage::Text(s))) => return Err(format!("unexpected text {s:?}")),
+                Ok(None) => {
+                    return Err(format!(
+                        "connection ended without a Close; got {channels:?}"
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "no Close within {t:?}; got {channels:?}; a port-forward client would hang"
+                    ));
+                }
+            }
+        }
     }
 }

@@ -331,12 +331,14 @@ impl StreamRuntime for FakeRuntime {
     async fn port_forward(
         &self,
         target: PortForwardTarget,
-        mut stream: PortStream,
+        stream: PortStream,
     ) -> Result<(), StreamError> {
-        let mut tcp = TcpStream::connect(("127.0.0.1", target.port)).await?;
-        let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+        let tcp = TcpStream::connect(("127.0.0.1", target.port)).await?;
+        let result = stream.splice(tcp).await;
         self.record(Event::PortForwardEnded { port: target.port });
-        Ok(())
+        result
+            .map(|_| ())
+            .map_err(|e| StreamError::Internal(e.to_string()))
     }
 }
 

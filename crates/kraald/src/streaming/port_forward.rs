@@ -24,23 +24,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn port_forward(
     runtime: &Arc<Runtime>,
     target: PortForwardTarget,
-    mut stream: PortStream,
+    stream: PortStream,
 ) -> Result<(), StreamError> {
     let netns = pod_netns(runtime, &target.pod_sandbox_id).map_err(stream_error)?;
     let port = target.port;
-    let mut tcp = connect_in(netns, port).await.map_err(|e| {
+    let tcp = connect_in(netns, port).await.map_err(|e| {
         StreamError::Internal(format!(
             "PortForward: connecting to 127.0.0.1:{port} in pod sandbox {}: {e}",
             target.pod_sandbox_id
         ))
     })?;
-    match tokio::io::copy_bidirectional(&mut stream, &mut tcp).await {
-        Ok((up, down)) => {
-            debug!(pod = %target.pod_sandbox_id, port, up, down, "port-forward connection done")
+    // splice returns once the pod's side ended (or the client's, after the pod answered),
+    // and returning is what lets the client see the connection end.
+    match stream.splice(tcp).await {
+        Ok(copied) => {
+            debug!(pod = %target.pod_sandbox_id, port, ?copied, "port-forward connection done");
+            Ok(())
         }
-        Err(e) => debug!(pod = %target.pod_sandbox_id, port, "port-forward connection ended: {e}"),
+        Err(e) => {
+            debug!(pod = %target.pod_sandbox_id, port, "port-forward connection failed: {e}");
+            Err(StreamError::Internal(format!("127.0.0.1:{port}: {e}")))
+        }
     }
-    Ok(())
 }
 
 /// The network namespace file of a ready pod; `None`: the node's (hostNetwork).
