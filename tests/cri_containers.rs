@@ -234,11 +234,19 @@ async fn own_netns_pod_isolates_and_containers_share_ipc_and_network() {
         assert_ne!(in_a, node.to_string_lossy(), "{ns} must not be the node's");
     }
     // Shared network for real: b reaches a listener in a over 127.0.0.1.
+    // The listener's stdin stays open (a background job's would be /dev/null): busybox nc
+    // half-closes the connection when its stdin ends, and a sender that saw that FIN before
+    // it had read its own stdin exited 0 without sending. It waits until the listener is up.
     let listener = kraald
         .exec(
             &a,
-            &["sh", "-c", "nc -l -p 7777 > /tmp/got & sleep 0.3; echo ok"],
-            10,
+            &[
+                "sh",
+                "-c",
+                "sleep 60 2>/dev/null | nc -l -p 7777 >/tmp/got 2>&1 & \
+                 until netstat -tln | grep -q ':7777 '; do sleep 0.05; done; echo ok",
+            ],
+            20,
         )
         .await
         .unwrap();
@@ -254,7 +262,7 @@ async fn own_netns_pod_isolates_and_containers_share_ipc_and_network() {
         String::from_utf8_lossy(&sent.stderr)
     );
     let mut got = String::new();
-    for _ in 0..40 {
+    for _ in 0..200 {
         got = kraald.exec_ok(&a, &["cat", "/tmp/got"]).await;
         if !got.is_empty() {
             break;
