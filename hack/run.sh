@@ -17,7 +17,7 @@ if ! ls "$conf_dir"/*.conflist "$conf_dir"/*.conf "$conf_dir"/*.json >/dev/null 
 fi
 # kraald runs every container under kraal-monitor (package kraal-runtime), which it looks for
 # beside itself: the three packages are built together (a kraald unit test checks this line).
-cargo build --release -p kraald -p kraal-runtime -p kraalctl
+cargo build --release --bins -p kraald -p kraal-runtime -p kraalctl
 bin="${CARGO_TARGET_DIR:-target}/release"
 echo "run: talk to it with $bin/kraalctl: 'kraalctl cri version|pods|containers|images'" >&2
 echo "run: reads the CRI socket (--cri-socket, default /run/kraal/kraal.sock); 'kraalctl pod ...' uses" >&2
