@@ -7,7 +7,8 @@
 //! socktool bind <tcp|udp> <addr:port>       explicit bind (addr may be v4, v6 or v4-mapped)
 //! socktool hold <n> <tcp|udp> <ip>          n × bind(ip:0), all held until the end
 //! socktool connect <n> <addr:port>          n connections held until the end
-//! socktool churn <n> <addr:port>            n connections, each closed at once (client first)
+//! socktool churn <n> <addr:port>            n connections, each closed at once (client first,
+//!                                           then waiting for the server's close)
 //! socktool callback <ip>                    FTP-active style: ephemeral listener, connect back
 //! socktool sendto <addr:port>               UDP send from an unbound socket
 //! socktool deny-loop <ms> <addr:port>       binds for ms milliseconds; exit 1 if one worked
@@ -64,6 +65,9 @@ fn run(args: &[&str]) -> Result<ExitCode, String> {
             for _ in 0..parse_n(n)? {
                 let stream = TcpStream::connect(target);
                 report(local_port(&stream));
+                if let Ok(stream) = stream {
+                    close_first_and_wait(stream);
+                }
             }
         }
         ["callback", ip] => {
@@ -306,4 +310,13 @@ fn echo_forever(listener: TcpListener) {
             let _ = writer.shutdown(std::net::Shutdown::Write);
         });
     }
+}
+
+/// Sends our FIN first (so this side keeps the TIME_WAIT) and waits for the peer's, so a
+/// churn goes at the server's pace: a server that lagged behind left hundreds of our ports in
+/// FIN_WAIT2, which no later connection can reuse, and a busy machine saw the range run out.
+fn close_first_and_wait(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.read_to_end(&mut Vec::new());
 }
