@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kraal_e2e::{Kraald, cri, host_binary_mounts, pod_config, shell_container};
 use kraal_stream_testclient::remotecommand::{Session, status};
-use kraal_stream_testclient::spdy_client::{SpdyClient, forwarded};
+use kraal_stream_testclient::spdy_client::{SpdyClient, Stream, forwarded};
 use kraal_stream_testclient::ws_client::{WsClient, WsMessage};
 use tonic::Code;
 
@@ -828,6 +828,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Reads `stream` until `needle` arrives, failing with what did arrive if it does not.
+async fn expect_output(stream: &mut Stream, needle: &[u8]) {
+    let out = stream.read_until(T, |o| contains(o, needle)).await;
+    assert!(
+        contains(&out, needle),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
 /// A tty container (busybox `sh` on a terminal its monitor holds): attach with a tty, the
 /// client's size reaches `stty size`, a command's output comes back, and the CRI log has
 /// the terminal's output as stdout. Detaching leaves the shell running.
@@ -855,25 +865,12 @@ async fn attach_to_a_tty_container() {
     resize.write(br#"{"Width":100,"Height":30}"#).await;
     // The size frame and the input go to the monitor on one connection, in order.
     stdin.write(b"stty size\n").await;
-    let out = s.stdout.read_until(T, |o| contains(o, b"30 100\r\n")).await;
-    assert!(
-        contains(&out, b"30 100\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
+    expect_output(&mut s.stdout, b"30 100\r\n").await;
     // A later resize, then a round trip. The terminal echoes the command line itself, so
     // the output is told apart by the size line before it.
     resize.write(br#"{"Width":120,"Height":40}"#).await;
     stdin.write(b"stty size; echo hi\n").await;
-    let out = s
-        .stdout
-        .read_until(T, |o| contains(o, b"40 120\r\nhi\r\n"))
-        .await;
-    assert!(
-        contains(&out, b"40 120\r\nhi\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
+    expect_output(&mut s.stdout, b"40 120\r\nhi\r\n").await;
     assert!(s.stderr.is_none());
 
     // Detach: the shell runs on.
@@ -903,31 +900,17 @@ async fn attach_to_a_tty_container() {
     let mut s = open(&url, true, true).await;
     let stdin = s.stdin.take().expect("stdin");
     stdin.write(b"echo $((6*7))\n").await;
-    let out = s.stdout.read_until(T, |o| contains(o, b"42\r\n")).await;
-    assert!(contains(&out, b"42\r\n"), "{out:?}");
+    expect_output(&mut s.stdout, b"42\r\n").await;
     // A tty container has TERM=xterm, as with containerd and CRI-O.
     stdin.write(b"echo T=$TERM\n").await;
-    let out = s
-        .stdout
-        .read_until(T, |o| contains(o, b"T=xterm\r\n"))
-        .await;
-    assert!(
-        contains(&out, b"T=xterm\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
+    expect_output(&mut s.stdout, b"T=xterm\r\n").await;
     // The container's terminal is its init's controlling terminal: ^C interrupts what the
     // shell runs (`sleep 30` outlasts T), and the shell goes on.
     stdin.write(b"sleep 30\n").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stdin.write(b"\x03").await;
     stdin.write(b"echo $((6*8))\n").await;
-    let out = s.stdout.read_until(T, |o| contains(o, b"48\r\n")).await;
-    assert!(
-        contains(&out, b"48\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
+    expect_output(&mut s.stdout, b"48\r\n").await;
     // `exit` ends the shell: the container exits 0 and the session ends.
     stdin.write(b"exit\n").await;
     s.stdout.read_to_end(T).await;
