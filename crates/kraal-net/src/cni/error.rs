@@ -54,6 +54,14 @@ pub enum CniError {
         network: String,
         reason: String,
     },
+    /// The node-wide lock around plugins that race on shared iptables chains (see
+    /// `host_lock`) could not be taken.
+    #[error("taking the CNI lock {path}: {source}")]
+    HostLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Several DEL calls failed; every plugin was still asked (see `ops::del`).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<CniError>),

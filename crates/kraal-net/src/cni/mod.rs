@@ -4,11 +4,13 @@
 //!
 //! Everything here is blocking: a pod's calls run on a thread of their own, so pods being
 //! set up at the same time never wait for each other (the plugins do their own locking,
-//! e.g. host-local's per-network lock).
+//! e.g. host-local's per-network lock), except the few that race on shared iptables chains,
+//! which [`host_lock`] serialises node-wide.
 
 pub mod config;
 mod error;
 pub mod exec;
+mod host_lock;
 pub mod ops;
 pub mod result;
 

@@ -135,6 +135,7 @@ fn invoke(
     let binary = find_plugin(kind, &plugins.bin_dirs)?;
     let stdin = stdin_for(list, conf, pod, prev);
     let env = environment(plugins, pod, command);
+    let _serialised = super::host_lock::for_plugin(kind)?;
     Call {
         command,
         plugin: kind,
