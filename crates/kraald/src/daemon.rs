@@ -49,6 +49,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cgroups,
         monitor_bin,
     );
+    // Before any CNI ADD (and the CHECKs of re-adopted pods) on systemd nodes.
+    crate::network::ensure_udev_link();
     runtime.recover();
     crate::network::check_all(&runtime);
 

@@ -7,6 +7,7 @@
 
 mod pod_cidr;
 mod ready;
+mod udev_link;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tonic::Status;
 
 pub use pod_cidr::PodCidr;
 pub use ready::network_condition;
+pub use udev_link::ensure as ensure_udev_link;
 
 use crate::runtime::Runtime;
 use crate::state::{PodNetwork, PortMappingRecord, SandboxRecord};
