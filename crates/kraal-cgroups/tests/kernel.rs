@@ -254,30 +254,57 @@ fn create_move_list_and_remove_a_pod() {
         }
     }
 
-    // A sleep placed in the pod (v1 memory + cpuacct, and the unified tree).
+    // On v2 the pod enables the controllers its children use: that is what makes their
+    // limits possible, and what forbids the pod itself to hold a process (the kernel's
+    // "no internal processes" rule; EBUSY). So a process of the pod's own goes into a leaf
+    // below it, as kraald does with a shared-PID pod's infra process.
+    let leaf = format!("{pod}/infra");
+    s.cg.create(&leaf).unwrap();
     let pid = s.spawn_sleep();
-    for controller in ["memory", "cpuacct"] {
-        if let Some(dir) = s.cg.v1_path(controller, &pod).unwrap() {
-            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    if s.cg.hierarchy() == Hierarchy::V2 {
+        let dir = s.cg.unified_path(&pod).unwrap().unwrap();
+        let root = s.cg.unified_root().unwrap();
+        let available = read(&root.join("cgroup.subtree_control"));
+        let enabled = read(&dir.join("cgroup.subtree_control"));
+        for controller in ["cpu", "memory", "pids"] {
+            if available.split_whitespace().any(|c| c == controller) {
+                assert!(
+                    enabled.split_whitespace().any(|c| c == controller),
+                    "{controller} not enabled below {}: {enabled:?}",
+                    dir.display()
+                );
+            }
         }
+        let ctr_dir = s.cg.unified_path(&ctr).unwrap().unwrap();
+        assert!(
+            ctr_dir.join("memory.high").exists(),
+            "{}",
+            ctr_dir.display()
+        );
+        let err = s.cg.add_pid(&pod, pid).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
     }
-    s.cg.add_to_unified(&pod, pid).unwrap();
+    s.cg.add_pid(&leaf, pid).unwrap();
 
     assert_eq!(s.cg.pids(&pod).unwrap(), [pid]);
+    assert_eq!(s.cg.pids(&leaf).unwrap(), [pid]);
     assert!(s.cg.pids(&ctr).unwrap().is_empty());
     let proc_cgroup = read(Path::new(&format!("/proc/{pid}/cgroup")));
-    let in_pod = |prefix: &str| {
+    let in_leaf = |prefix: &str| {
         proc_cgroup.lines().any(|l| {
             l.split_once(':')
-                .is_some_and(|(_, rest)| rest == format!("{prefix}:{pod}"))
+                .is_some_and(|(_, rest)| rest == format!("{prefix}:{leaf}"))
         })
     };
     if s.cg.v1_root("memory").is_some() {
-        assert!(in_pod("memory"), "{proc_cgroup}");
-        assert!(in_pod("cpuacct") || in_pod("cpu,cpuacct"), "{proc_cgroup}");
+        assert!(in_leaf("memory"), "{proc_cgroup}");
+        assert!(
+            in_leaf("cpuacct") || in_leaf("cpu,cpuacct"),
+            "{proc_cgroup}"
+        );
     }
     if s.cg.unified_root().is_some() {
-        assert!(in_pod(""), "{proc_cgroup}");
+        assert!(in_leaf(""), "{proc_cgroup}");
     }
 
     // Removing while the sleep is inside: a clear error, and nothing removed.
@@ -289,7 +316,7 @@ fn create_move_list_and_remove_a_pod() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains(&pod) && msg.contains(&pid.to_string()),
+        msg.contains(&leaf) && msg.contains(&pid.to_string()),
         "{msg}"
     );
     for dir in &dirs {
