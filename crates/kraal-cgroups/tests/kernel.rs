@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kraal_cgroups::{
     CgroupError, Cgroups, FreezerKind, FreezerState, Hierarchy, MANAGED_V1_CONTROLLERS, MemoryHigh,
-    Resources, Written,
+    Resources, Written, shares_to_weight,
 };
 
 const MIB: u64 = 1 << 20;
@@ -766,4 +766,151 @@ fn cpu_burst_idle_and_memory_high_on_v1() {
         .unwrap();
     assert_eq!(written, [w(&mem, "memory.soft_limit_in_bytes", "-1")]);
     assert_eq!(value(&mem, "memory.soft_limit_in_bytes"), no_soft_limit);
+}
+
+/// The v2 counterpart of `cpu_burst_idle_and_memory_high_on_v1`: on a pure v2 host (where
+/// that one has no v1 controllers to test) the same plan goes to `cpu.max`,
+/// `cpu.max.burst`, `cpu.weight`, `cpu.idle` and `memory.high`, in an order the kernel
+/// accepts, and reads back as written.
+#[test]
+fn cpu_burst_idle_and_memory_high_on_v2() {
+    if !is_root() {
+        return;
+    }
+    let s = Scratch::new();
+    if s.cg.hierarchy() != Hierarchy::V2 {
+        eprintln!("skipped: not a cgroup v2 host (the v1 test covers this one)");
+        return;
+    }
+    let ctr = s.rel("pod-res/ctr");
+    s.cg.create(&ctr).unwrap();
+    let dir = s.cg.unified_path(&ctr).unwrap().unwrap();
+    let w = |file: &str, value: &str| Written {
+        file: dir.join(file),
+        value: value.to_string(),
+    };
+    let value = |file: &str| read(&dir.join(file)).trim().to_string();
+    for file in [
+        "cpu.max",
+        "cpu.max.burst",
+        "cpu.weight",
+        "cpu.idle",
+        "memory.high",
+    ] {
+        assert!(
+            dir.join(file).exists(),
+            "{} missing: the pod's parent did not enable the controller",
+            dir.join(file).display()
+        );
+    }
+    assert_eq!(
+        s.cg.read_cpu_shares(&ctr).unwrap().map(shares_to_weight),
+        Some(100)
+    );
+
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_period_us: Some(50_000),
+                cpu_quota_us: Some(10_000),
+                cpu_burst_us: Some(5_000),
+                cpu_idle: Some(true),
+                memory_high: Some(MemoryHigh::Bytes(64 * MIB)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        [
+            w("cpu.max.burst", "0"),
+            w("cpu.max", "10000 50000"),
+            w("cpu.idle", "1"),
+            w("cpu.max.burst", "5000"),
+            w("memory.high", &(64 * MIB).to_string()),
+        ]
+    );
+    assert_eq!(value("cpu.max"), "10000 50000");
+    assert_eq!(value("cpu.max.burst"), "5000");
+    assert_eq!(value("cpu.idle"), "1");
+    assert_eq!(value("memory.high"), (64 * MIB).to_string());
+    // An idle group has the minimum weight.
+    assert_eq!(value("cpu.weight"), "1");
+
+    // Offline again (weight + idle on an idle group): idle goes to 0 for the weight write.
+    let offline = Resources {
+        cpu_shares: Some(2),
+        cpu_idle: Some(true),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        s.cg.apply_resources(&ctr, &offline).unwrap();
+        assert_eq!(value("cpu.idle"), "1");
+        assert_eq!(value("cpu.weight"), "1");
+    }
+
+    // A quota below the current burst: the burst goes to 0 first.
+    let lower = Resources {
+        cpu_quota_us: Some(4_000),
+        cpu_burst_us: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.cg.apply_resources(&ctr, &lower).unwrap(),
+        [
+            w("cpu.max.burst", "0"),
+            w("cpu.max", "4000"),
+            w("cpu.max.burst", "2000"),
+        ]
+    );
+    assert_eq!(value("cpu.max"), "4000 50000");
+    assert_eq!(value("cpu.max.burst"), "2000");
+
+    // Refused before anything is written.
+    let err =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_quota_us: Some(1_000),
+                memory_high: Some(MemoryHigh::Unlimited),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::CpuBurst {
+                burst_us: 2_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(value("cpu.max"), "4000 50000");
+    assert_eq!(value("memory.high"), (64 * MIB).to_string());
+
+    // Online: idle off, kubelet's weight back (512 shares = weight 20).
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_idle: Some(false),
+                cpu_shares: Some(512),
+                memory_high: Some(MemoryHigh::Unlimited),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        [
+            w("cpu.idle", "0"),
+            w("cpu.weight", "20"),
+            w("memory.high", "max"),
+        ]
+    );
+    assert_eq!(value("cpu.weight"), "20");
+    assert_eq!(value("memory.high"), "max");
 }
