@@ -643,9 +643,12 @@ async fn cpu_burst_lets_a_spike_run_above_its_quota() {
     );
     // Both spin far beyond the quota: both are throttled, only spiky ever bursts.
     for name in ["spiky", "steady"] {
-        let throttled = cgroups[name].cpu_stat("nr_throttled");
+        let throttled = poll(Duration::from_secs(60), || {
+            cgroups[name].cpu_stat("nr_throttled").filter(|n| *n > 0)
+        })
+        .await;
         assert!(
-            throttled.is_some_and(|n| n > 0),
+            throttled.is_some(),
             "{name} was never throttled at its 10ms quota: {}",
             cpu_stat(name)
         );
