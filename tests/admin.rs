@@ -55,17 +55,6 @@ async fn counter_moves(dir: &Path, name: &str, above: u64) -> u64 {
     }
 }
 
-fn v1_file(controller: &str, cgroup: &str, file: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/cgroup/{controller}{cgroup}/{file}"))
-}
-
-fn read_trimmed(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        .trim()
-        .to_string()
-}
-
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -106,11 +95,6 @@ fn json(out: std::process::Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("kraalctl -o json prints JSON")
 }
 
-fn container_cgroup(pod: &cri::PodSandboxConfig, id: &str) -> String {
-    let parent = &pod.linux.as_ref().expect("linux").cgroup_parent;
-    format!("{parent}/kraal-{id}")
-}
-
 #[tokio::test]
 async fn freeze_stops_the_pod_and_thaw_resumes_it() {
     let k = Kraald::start("").await;
@@ -138,9 +122,10 @@ async fn freeze_stops_the_pod_and_thaw_resumes_it() {
         said.contains("froze pod kraal-e2e/freezer") && said.contains("a, b"),
         "{said}"
     );
-    for id in [&a, &b] {
-        let state = v1_file("freezer", &container_cgroup(&pod_cfg, id), "freezer.state");
-        assert_eq!(read_trimmed(&state), "FROZEN");
+    // The v1 freezer where it is mounted, cgroup.freeze / cgroup.events on v2.
+    let cgroups = [k.container_cgroup(&a).await, k.container_cgroup(&b).await];
+    for cgroup in &cgroups {
+        assert_eq!(cgroup.freezer_state(), "FROZEN", "{cgroup:?}");
     }
     let (_, info) = k.pod_status_verbose(&pod).await;
     assert_eq!(info["frozen"], true, "{info}");
@@ -172,9 +157,8 @@ async fn freeze_stops_the_pod_and_thaw_resumes_it() {
     assert!(said.contains("thawed pod kraal-e2e/freezer"), "{said}");
     counter_moves(out.path(), "a", frozen_at.0).await;
     counter_moves(out.path(), "b", frozen_at.1).await;
-    for id in [&a, &b] {
-        let state = v1_file("freezer", &container_cgroup(&pod_cfg, id), "freezer.state");
-        assert_eq!(read_trimmed(&state), "THAWED");
+    for cgroup in &cgroups {
+        assert_eq!(cgroup.freezer_state(), "THAWED", "{cgroup:?}");
     }
     let (_, info) = k.pod_status_verbose(&pod).await;
     assert_eq!(info["frozen"], false, "{info}");
@@ -235,12 +219,8 @@ async fn a_container_stopped_while_frozen_stops_cleanly() {
         "the TERM handler ran"
     );
     // The rest of the pod stays frozen.
-    let state = v1_file(
-        "freezer",
-        &container_cgroup(&pod_cfg, &other),
-        "freezer.state",
-    );
-    assert_eq!(read_trimmed(&state), "FROZEN");
+    let other_cgroup = k.container_cgroup(&other).await;
+    assert_eq!(other_cgroup.freezer_state(), "FROZEN", "{other_cgroup:?}");
     let held = read_counter(out.path(), "other");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(read_counter(out.path(), "other"), held);
@@ -270,7 +250,6 @@ async fn policy_changes_live_and_bad_changes_change_nothing() {
     let image = k.pull_busybox().await;
     let pod_cfg = pod_config("live-policy", true);
     let pod = k.run_pod(pod_cfg.clone()).await.expect("RunPodSandbox");
-    let parent = pod_cfg.linux.as_ref().expect("linux").cgroup_parent.clone();
     let mut web = shell_container("web", &image, "sleep 1000");
     web.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
@@ -283,12 +262,20 @@ async fn policy_changes_live_and_bad_changes_change_nothing() {
         ..Default::default()
     });
     let web = k.run_container(&pod, &pod_cfg, web).await;
-    let cgroup = container_cgroup(&pod_cfg, &web);
-    let burst = v1_file("cpu", &cgroup, "cpu.cfs_burst_us");
-    let pod_shares = v1_file("cpu", &parent, "cpu.shares");
-    let shares = v1_file("cpu", &cgroup, "cpu.shares");
+    let cgroup = k.container_cgroup(&web).await;
+    let pod_cgroup = k.pod_cgroup(&pod).await;
+    // v1 cpu.cfs_burst_us and cpu.shares; v2 cpu.max.burst and cpu.weight (offline: weight 1
+    // and cpu.idle 1; kubelet's shares 512 are weight 20).
+    let burst = cgroup.cpu_burst_file();
+    let v2 = cgroup.is_v2();
+    let weight_file = |c: &CgroupDirs| c.file("cpu", "cpu.shares", "cpu.weight");
+    let pod_shares = weight_file(&pod_cgroup);
+    let shares = weight_file(&cgroup);
+    let (offline_weight, web_weight) = if v2 { ("1", "20") } else { ("2", "512") };
+    let idle = |c: &CgroupDirs| read_trimmed(&c.controller("cpu").join("cpu.idle"));
     let pid = k.container_status(&web).await;
     assert_eq!(read_trimmed(&burst), "0");
+    assert_eq!(read_trimmed(&shares), web_weight);
     let original_pod_shares = read_trimmed(&pod_shares);
     let init_pid = container_pid(&k, &web).await;
     let oom = PathBuf::from(format!("/proc/{init_pid}/oom_score_adj"));
@@ -318,8 +305,12 @@ async fn policy_changes_live_and_bad_changes_change_nothing() {
 
     // Offline, live: minimal weight for pod and container, the highest OOM score.
     ok(k.kraalctl(&["pod", "update", &pod, "kraal.dev/qos-class=offline"]));
-    assert_eq!(read_trimmed(&pod_shares), "2");
-    assert_eq!(read_trimmed(&shares), "2");
+    assert_eq!(read_trimmed(&pod_shares), offline_weight);
+    assert_eq!(read_trimmed(&shares), offline_weight);
+    if v2 {
+        assert_eq!(idle(&pod_cgroup), "1", "offline on v2 is cpu.idle too");
+        assert_eq!(idle(&cgroup), "1", "offline on v2 is cpu.idle too");
+    }
     assert_eq!(read_trimmed(&oom), "1000");
     assert_eq!(read_trimmed(&burst), "20000", "the burst stays");
     let (_, info) = k.pod_status_verbose(&pod).await;
@@ -351,7 +342,7 @@ async fn policy_changes_live_and_bad_changes_change_nothing() {
     ] {
         failed(k.kraalctl(&["pod", "update", &pod, change]), needles);
         assert_eq!(read_trimmed(&burst), "20000", "after {change}");
-        assert_eq!(read_trimmed(&shares), "2", "after {change}");
+        assert_eq!(read_trimmed(&shares), offline_weight, "after {change}");
     }
     // A dry run reports without writing.
     let preview = json(k.kraalctl(&[
@@ -379,11 +370,19 @@ async fn policy_changes_live_and_bad_changes_change_nothing() {
         "kraal.dev/cpu-burst-",
     ]));
     assert_eq!(read_trimmed(&pod_shares), original_pod_shares);
-    assert_eq!(read_trimmed(&shares), "512");
+    assert_eq!(read_trimmed(&shares), web_weight);
+    if v2 {
+        assert_eq!(idle(&pod_cgroup), "0");
+        assert_eq!(idle(&cgroup), "0");
+    }
     assert_eq!(read_trimmed(&burst), "0");
     let human = ok(k.kraalctl(&["pod", "policy", &pod]));
     assert!(human.contains("kraal-e2e/live-policy"), "{human}");
-    assert!(!human.contains("cpu.cfs_burst_us"), "{human}");
+    let burst_name = burst
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+    assert!(!human.contains(burst_name), "{human}");
     k.remove_pod(&pod).await;
 }
 

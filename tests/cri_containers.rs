@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use kraal_e2e::{Kraald, Registry, assert_code, cri, pod_config, shell_container};
+use kraal_e2e::{
+    CgroupDirs, Kraald, Registry, assert_code, cri, pod_config, read_trimmed, shell_container,
+};
 use tonic::Code;
 
 /// sh as PID 1 ignores SIGTERM unless it traps it; this one exits 0 on TERM.
@@ -683,14 +685,15 @@ async fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
         rootfs_mounts, 1,
         "only the good container's rootfs is mounted"
     );
-    let parent = pod_cfg.linux.as_ref().unwrap().cgroup_parent.clone();
-    for hierarchy in ["memory", "unified"] {
-        let dir = std::path::Path::new("/sys/fs/cgroup")
-            .join(hierarchy)
-            .join(parent.trim_start_matches('/'));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
+    // The pod's memory directory (v1, or the unified one on v2) and, on hybrid hosts, its
+    // cgroup2 directory too: one child each, the good container's.
+    let pod_cgroup = kraald.pod_cgroup(&pod).await;
+    let mut dirs = vec![pod_cgroup.controller("memory").to_path_buf()];
+    dirs.extend(pod_cgroup.unified().map(std::path::Path::to_path_buf));
+    dirs.dedup();
+    for dir in dirs {
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("the pod cgroup {}: {e}", dir.display()));
         let cgroups: Vec<String> = entries
             .flatten()
             .filter(|e| e.path().is_dir())
@@ -734,15 +737,14 @@ fn collect_procs(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// After RemovePodSandbox: no pod cgroup in any hierarchy, no mounts under the state dir.
+/// After RemovePodSandbox: no pod cgroup in any hierarchy kraal uses, no mounts under the
+/// state dir.
 fn assert_node_clean(kraald: &Kraald, pod_cfg: &cri::PodSandboxConfig) {
     let parent = pod_cfg.linux.as_ref().unwrap().cgroup_parent.clone();
-    for hierarchy in ["memory", "cpu", "pids", "freezer", "unified"] {
-        let dir = std::path::Path::new("/sys/fs/cgroup")
-            .join(hierarchy)
-            .join(parent.trim_start_matches('/'));
-        assert!(!dir.exists(), "{} is left behind", dir.display());
-    }
+    let dirs = CgroupDirs::of(&parent);
+    assert!(!dirs.all().is_empty());
+    let left = dirs.existing();
+    assert!(left.is_empty(), "pod cgroup left behind: {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let state = kraald.state.to_string_lossy().into_owned();
     let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&state)).collect();
@@ -794,23 +796,11 @@ async fn update_resources_reopen_log_and_events() {
         })
         .await
         .unwrap();
-    let cgroup = format!(
-        "{}/kraal-{id}",
-        pod_cfg
-            .linux
-            .as_ref()
-            .unwrap()
-            .cgroup_parent
-            .trim_start_matches('/')
-    );
-    let read = |ctrl: &str, file: &str| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{cgroup}/{file}"))
-            .map(|s| s.trim().to_string())
-    };
-    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
-        assert_eq!(read("memory", "memory.limit_in_bytes").unwrap(), "67108864");
-        assert_eq!(read("cpu", "cpu.cfs_quota_us").unwrap(), "50000");
-    }
+    // v1 memory.limit_in_bytes and cpu.cfs_quota_us, v2 memory.max and cpu.max.
+    let cgroup = kraald.container_cgroup(&id).await;
+    let limit = cgroup.file("memory", "memory.limit_in_bytes", "memory.max");
+    assert_eq!(read_trimmed(&limit), "67108864", "{}", limit.display());
+    assert_eq!(cgroup.cpu_max(), (Some(50_000), 100_000), "{cgroup:?}");
     let status = kraald.container_status(&id).await;
     let linux = status.resources.unwrap().linux.unwrap();
     assert_eq!(linux.memory_limit_in_bytes, 64 * 1024 * 1024);
@@ -949,6 +939,35 @@ async fn a_shared_pid_namespace_pod_has_an_infra_process_and_containers_see_each
     let (_, info) = kraald.pod_status_verbose(&pod).await;
     let infra_pid = info["pid"].as_i64().expect("infra pid in the verbose info");
     assert!(std::path::Path::new(&format!("/proc/{infra_pid}")).exists());
+    // The infra process has a leaf cgroup of its own below the pod's, in every hierarchy:
+    // never the pod cgroup itself, which has the containers' cgroups below it (cgroup v2
+    // forbids a process there once the children use controllers).
+    let pod_cgroup = CgroupDirs::from_info(&info);
+    let interior = pod_cgroup.interior_processes();
+    assert!(
+        interior.is_empty(),
+        "processes in cgroups that have child cgroups: {interior:?}"
+    );
+    let infra_rel = info["infraCgroup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no infraCgroup in the verbose info: {info}"));
+    let infra_cgroup = CgroupDirs::of(infra_rel);
+    for dir in infra_cgroup.all() {
+        assert!(
+            read_trimmed(&dir.join("cgroup.procs"))
+                .lines()
+                .any(|p| p == infra_pid.to_string()),
+            "infra process {infra_pid} is not in {}",
+            dir.display()
+        );
+    }
+    assert!(
+        infra_cgroup
+            .all()
+            .iter()
+            .all(|d| pod_cgroup.all().iter().any(|p| d.parent() == Some(*p))),
+        "{infra_cgroup:?} is not a child of the pod cgroup {pod_cgroup:?}"
+    );
     let _ = a;
     kraald.remove_pod(&pod).await;
     // The infra process is gone with the pod (it may linger a moment as it is reaped).
@@ -1003,9 +1022,9 @@ async fn bad_pod_annotations_are_refused_before_anything_is_created() {
         .items;
     assert!(pods.is_empty(), "{pods:?}");
     for name in ["badpolicy", "typo"] {
-        let dir = std::path::Path::new("/sys/fs/cgroup/memory/kraal-e2e")
-            .join(format!("pod-{name}-{}", std::process::id()));
-        assert!(!dir.exists(), "{} was created", dir.display());
+        let parent = format!("/kraal-e2e/pod-{name}-{}", std::process::id());
+        let created = CgroupDirs::of(&parent).existing();
+        assert!(created.is_empty(), "{created:?} was created");
     }
 
     // A valid policy is accepted and shown; a container whose limits contradict it is refused.

@@ -111,6 +111,38 @@ async fn hugepage_limits_for_every_page_size_as_kubelet_sends_them() {
         cri::ContainerState::ContainerRunning as i32
     );
     assert_eq!(kraald.exec_ok(&id, &["echo", "ran"]).await, "ran");
+
+    // Where kraal's cgroup manager has the hugetlb controller (a v1 hierarchy, or cgroup v2
+    // with hugetlb among the container's controllers) the limits are in the container's
+    // cgroup: v1 hugetlb.<size>.limit_in_bytes, v2 hugetlb.<size>.max. Elsewhere (hybrid
+    // hosts with hugetlb bound to cgroup2 only) they are dropped with a warning, as
+    // containerd does.
+    let cgroup = kraald.container_cgroup(&id).await;
+    let v2_hugetlb = cgroup.is_v2()
+        && kraal_e2e::read_trimmed(&cgroup.controller("cpu").join("cgroup.controllers"))
+            .split_whitespace()
+            .any(|c| c == "hugetlb");
+    if cgroup.v1("hugetlb").is_some() || v2_hugetlb {
+        for size in &sizes {
+            let file = cgroup.file(
+                "hugetlb",
+                &format!("hugetlb.{size}.limit_in_bytes"),
+                &format!("hugetlb.{size}.max"),
+            );
+            assert_eq!(
+                kraal_e2e::read_trimmed(&file),
+                "0",
+                "kubelet's hugepage limit 0 for {size} is not in {}",
+                file.display()
+            );
+        }
+    } else {
+        let log = kraald.log();
+        assert!(
+            log.contains("hugepage_limits") && log.contains("ignored"),
+            "no hugetlb controller for kraal here ({cgroup:?}), yet no warning that the limits were dropped:\n{log}"
+        );
+    }
 }
 
 /// The hostname inside a running container, its /etc/hostname and its init's HOSTNAME.

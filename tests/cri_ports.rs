@@ -279,8 +279,13 @@ async fn host_network_binds_are_held_to_the_pods_range_across_a_restart() {
         "20000-20099",
     );
     let pod = k.run_pod(cfg.clone()).await.expect("RunPodSandbox");
-    let parent = cfg.linux.as_ref().expect("linux").cgroup_parent.clone();
-    let unified = format!("/sys/fs/cgroup/unified{parent}");
+    // eBPF cgroup programs attach to the pod's cgroup2 directory, as kraald reports it.
+    let (_, info) = k.pod_status_verbose(&pod).await;
+    let unified = kraal_e2e::CgroupDirs::from_info(&info)
+        .unified()
+        .unwrap_or_else(|| panic!("the pod has no cgroup2 directory: {info}"))
+        .to_string_lossy()
+        .into_owned();
     let id = k
         .run_container(&pod, &cfg, shell_container("c", &image, "sleep 1000"))
         .await;

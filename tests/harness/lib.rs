@@ -17,7 +17,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use kraal_api::runtime::v1 as cri;
 
+mod cgroups;
 mod pods;
+pub use cgroups::{CgroupDirs, keyed, read_trimmed};
 pub use pods::*;
 
 /// How long kraald may take to open its socket.

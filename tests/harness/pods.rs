@@ -292,11 +292,10 @@ pub fn remove_all_pods(socket: &Path) {
         });
     })
     .join();
-    // The tests' common cgroup parent, once no test's pod is left in it.
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for entry in entries.flatten() {
-            let _ = std::fs::remove_dir(entry.path().join("kraal-e2e"));
-        }
+    // The tests' common cgroup parent, in every hierarchy kraal uses, once no test's pod is
+    // left in it (rmdir fails while it has children).
+    for dir in crate::CgroupDirs::of("/kraal-e2e").all() {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

@@ -48,6 +48,9 @@ pub const MANAGED_V1_CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb",
 ];
 
+/// The key of the cgroup2 tree in [`Cgroups::dirs`].
+pub const UNIFIED_KEY: &str = "unified";
+
 /// How the host's cgroups are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Hierarchy {
@@ -171,6 +174,24 @@ impl Cgroups {
     /// The v1 directory of `rel` for one controller, None when it is not mounted.
     pub fn v1_path(&self, controller: &str, rel: &str) -> Result<Option<PathBuf>, CgroupError> {
         Ok(self.v1_dir(controller, &CgroupPath::parse(rel)?))
+    }
+
+    /// The directory of `rel` in every hierarchy kraal manages, keyed by hierarchy: each
+    /// mounted v1 controller of [`MANAGED_V1_CONTROLLERS`] by its name (co-mounted ones,
+    /// e.g. `cpu` and `cpuacct`, name the same directory) and the cgroup2 tree as
+    /// [`UNIFIED_KEY`]. On pure v2 hosts that is the only key. The directories need not
+    /// exist. This is where kraal reads and writes `rel`'s files, so status output and
+    /// tests take it from here instead of guessing mount points.
+    pub fn dirs(&self, rel: &str) -> Result<BTreeMap<String, PathBuf>, CgroupError> {
+        let path = CgroupPath::parse(rel)?;
+        let mut dirs: BTreeMap<String, PathBuf> = MANAGED_V1_CONTROLLERS
+            .iter()
+            .filter_map(|c| Some((c.to_string(), self.v1_dir(c, &path)?)))
+            .collect();
+        if let Some(dir) = self.unified_dir(&path) {
+            dirs.insert(UNIFIED_KEY.to_string(), dir);
+        }
+        Ok(dirs)
     }
 
     /// Moves `pid` into `rel` of the unified tree. On hybrid hosts a runtime that knows
@@ -304,6 +325,50 @@ mod tests {
         assert_eq!(
             cg.v1_path("cpu", rel).unwrap().unwrap(),
             PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1")
+        );
+    }
+
+    #[test]
+    fn dirs_name_every_managed_hierarchy() {
+        let rel = "/kubepods/pod1";
+        let dirs = Cgroups::from_mountinfo(HYBRID_COMOUNTED)
+            .unwrap()
+            .dirs(rel)
+            .unwrap();
+        let keys: Vec<&str> = dirs.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "cpu", "cpuacct", "cpuset", "hugetlb", "memory", "pids", "unified"
+            ]
+        );
+        assert_eq!(dirs["cpu"], dirs["cpuacct"]);
+        assert_eq!(
+            dirs["cpu"],
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1")
+        );
+        assert_eq!(
+            dirs["unified"],
+            PathBuf::from("/sys/fs/cgroup/unified/kubepods/pod1")
+        );
+
+        let dirs = Cgroups::from_mountinfo(V2_ONLY).unwrap().dirs(rel).unwrap();
+        assert_eq!(
+            dirs.into_iter().collect::<Vec<_>>(),
+            [(
+                "unified".to_string(),
+                PathBuf::from("/sys/fs/cgroup/kubepods/pod1")
+            )]
+        );
+
+        let dirs = Cgroups::from_mountinfo(V1_ONLY).unwrap().dirs(rel).unwrap();
+        assert!(!dirs.contains_key(UNIFIED_KEY), "{dirs:?}");
+        assert!(dirs.contains_key("memory"), "{dirs:?}");
+        assert!(
+            Cgroups::from_mountinfo(V1_ONLY)
+                .unwrap()
+                .dirs("rel")
+                .is_err()
         );
     }
 

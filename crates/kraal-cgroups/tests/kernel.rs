@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kraal_cgroups::{
     CgroupError, Cgroups, FreezerKind, FreezerState, Hierarchy, MANAGED_V1_CONTROLLERS, MemoryHigh,
-    Resources, Written,
+    Resources, Written, shares_to_weight,
 };
 
 const MIB: u64 = 1 << 20;
@@ -254,30 +254,57 @@ fn create_move_list_and_remove_a_pod() {
         }
     }
 
-    // A sleep placed in the pod (v1 memory + cpuacct, and the unified tree).
+    // On v2 the pod enables the controllers its children use: that is what makes their
+    // limits possible, and what forbids the pod itself to hold a process (the kernel's
+    // "no internal processes" rule; EBUSY). So a process of the pod's own goes into a leaf
+    // below it, as kraald does with a shared-PID pod's infra process.
+    let leaf = format!("{pod}/infra");
+    s.cg.create(&leaf).unwrap();
     let pid = s.spawn_sleep();
-    for controller in ["memory", "cpuacct"] {
-        if let Some(dir) = s.cg.v1_path(controller, &pod).unwrap() {
-            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    if s.cg.hierarchy() == Hierarchy::V2 {
+        let dir = s.cg.unified_path(&pod).unwrap().unwrap();
+        let root = s.cg.unified_root().unwrap();
+        let available = read(&root.join("cgroup.subtree_control"));
+        let enabled = read(&dir.join("cgroup.subtree_control"));
+        for controller in ["cpu", "memory", "pids"] {
+            if available.split_whitespace().any(|c| c == controller) {
+                assert!(
+                    enabled.split_whitespace().any(|c| c == controller),
+                    "{controller} not enabled below {}: {enabled:?}",
+                    dir.display()
+                );
+            }
         }
+        let ctr_dir = s.cg.unified_path(&ctr).unwrap().unwrap();
+        assert!(
+            ctr_dir.join("memory.high").exists(),
+            "{}",
+            ctr_dir.display()
+        );
+        let err = s.cg.add_pid(&pod, pid).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
     }
-    s.cg.add_to_unified(&pod, pid).unwrap();
+    s.cg.add_pid(&leaf, pid).unwrap();
 
     assert_eq!(s.cg.pids(&pod).unwrap(), [pid]);
+    assert_eq!(s.cg.pids(&leaf).unwrap(), [pid]);
     assert!(s.cg.pids(&ctr).unwrap().is_empty());
     let proc_cgroup = read(Path::new(&format!("/proc/{pid}/cgroup")));
-    let in_pod = |prefix: &str| {
+    let in_leaf = |prefix: &str| {
         proc_cgroup.lines().any(|l| {
             l.split_once(':')
-                .is_some_and(|(_, rest)| rest == format!("{prefix}:{pod}"))
+                .is_some_and(|(_, rest)| rest == format!("{prefix}:{leaf}"))
         })
     };
     if s.cg.v1_root("memory").is_some() {
-        assert!(in_pod("memory"), "{proc_cgroup}");
-        assert!(in_pod("cpuacct") || in_pod("cpu,cpuacct"), "{proc_cgroup}");
+        assert!(in_leaf("memory"), "{proc_cgroup}");
+        assert!(
+            in_leaf("cpuacct") || in_leaf("cpu,cpuacct"),
+            "{proc_cgroup}"
+        );
     }
     if s.cg.unified_root().is_some() {
-        assert!(in_pod(""), "{proc_cgroup}");
+        assert!(in_leaf(""), "{proc_cgroup}");
     }
 
     // Removing while the sleep is inside: a clear error, and nothing removed.
@@ -289,7 +316,7 @@ fn create_move_list_and_remove_a_pod() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains(&pod) && msg.contains(&pid.to_string()),
+        msg.contains(&leaf) && msg.contains(&pid.to_string()),
         "{msg}"
     );
     for dir in &dirs {
@@ -739,4 +766,151 @@ fn cpu_burst_idle_and_memory_high_on_v1() {
         .unwrap();
     assert_eq!(written, [w(&mem, "memory.soft_limit_in_bytes", "-1")]);
     assert_eq!(value(&mem, "memory.soft_limit_in_bytes"), no_soft_limit);
+}
+
+/// The v2 counterpart of `cpu_burst_idle_and_memory_high_on_v1`: on a pure v2 host (where
+/// that one has no v1 controllers to test) the same plan goes to `cpu.max`,
+/// `cpu.max.burst`, `cpu.weight`, `cpu.idle` and `memory.high`, in an order the kernel
+/// accepts, and reads back as written.
+#[test]
+fn cpu_burst_idle_and_memory_high_on_v2() {
+    if !is_root() {
+        return;
+    }
+    let s = Scratch::new();
+    if s.cg.hierarchy() != Hierarchy::V2 {
+        eprintln!("skipped: not a cgroup v2 host (the v1 test covers this one)");
+        return;
+    }
+    let ctr = s.rel("pod-res/ctr");
+    s.cg.create(&ctr).unwrap();
+    let dir = s.cg.unified_path(&ctr).unwrap().unwrap();
+    let w = |file: &str, value: &str| Written {
+        file: dir.join(file),
+        value: value.to_string(),
+    };
+    let value = |file: &str| read(&dir.join(file)).trim().to_string();
+    for file in [
+        "cpu.max",
+        "cpu.max.burst",
+        "cpu.weight",
+        "cpu.idle",
+        "memory.high",
+    ] {
+        assert!(
+            dir.join(file).exists(),
+            "{} missing: the pod's parent did not enable the controller",
+            dir.join(file).display()
+        );
+    }
+    assert_eq!(
+        s.cg.read_cpu_shares(&ctr).unwrap().map(shares_to_weight),
+        Some(100)
+    );
+
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_period_us: Some(50_000),
+                cpu_quota_us: Some(10_000),
+                cpu_burst_us: Some(5_000),
+                cpu_idle: Some(true),
+                memory_high: Some(MemoryHigh::Bytes(64 * MIB)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        [
+            w("cpu.max.burst", "0"),
+            w("cpu.max", "10000 50000"),
+            w("cpu.idle", "1"),
+            w("cpu.max.burst", "5000"),
+            w("memory.high", &(64 * MIB).to_string()),
+        ]
+    );
+    assert_eq!(value("cpu.max"), "10000 50000");
+    assert_eq!(value("cpu.max.burst"), "5000");
+    assert_eq!(value("cpu.idle"), "1");
+    assert_eq!(value("memory.high"), (64 * MIB).to_string());
+    // An idle group has the minimum weight.
+    assert_eq!(value("cpu.weight"), "1");
+
+    // Offline again (weight + idle on an idle group): idle goes to 0 for the weight write.
+    let offline = Resources {
+        cpu_shares: Some(2),
+        cpu_idle: Some(true),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        s.cg.apply_resources(&ctr, &offline).unwrap();
+        assert_eq!(value("cpu.idle"), "1");
+        assert_eq!(value("cpu.weight"), "1");
+    }
+
+    // A quota below the current burst: the burst goes to 0 first.
+    let lower = Resources {
+        cpu_quota_us: Some(4_000),
+        cpu_burst_us: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.cg.apply_resources(&ctr, &lower).unwrap(),
+        [
+            w("cpu.max.burst", "0"),
+            w("cpu.max", "4000"),
+            w("cpu.max.burst", "2000"),
+        ]
+    );
+    assert_eq!(value("cpu.max"), "4000 50000");
+    assert_eq!(value("cpu.max.burst"), "2000");
+
+    // Refused before anything is written.
+    let err =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_quota_us: Some(1_000),
+                memory_high: Some(MemoryHigh::Unlimited),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::CpuBurst {
+                burst_us: 2_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(value("cpu.max"), "4000 50000");
+    assert_eq!(value("memory.high"), (64 * MIB).to_string());
+
+    // Online: idle off, kubelet's weight back (512 shares = weight 20).
+    let written =
+        s.cg.apply_resources(
+            &ctr,
+            &Resources {
+                cpu_idle: Some(false),
+                cpu_shares: Some(512),
+                memory_high: Some(MemoryHigh::Unlimited),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        [
+            w("cpu.idle", "0"),
+            w("cpu.weight", "20"),
+            w("memory.high", "max"),
+        ]
+    );
+    assert_eq!(value("cpu.weight"), "20");
+    assert_eq!(value("memory.high"), "max");
 }

@@ -64,7 +64,11 @@ impl Env {
     fn new(name: &str) -> Env {
         kraal_ebpf::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("bpffs");
         let pid = std::process::id();
-        let cgroup = Path::new("/sys/fs/cgroup/unified")
+        // The cgroup2 mount as kraal sees it (v2: /sys/fs/cgroup, hybrid: .../unified).
+        let cgroup = kraal_cgroups::Cgroups::detect()
+            .expect("detecting the cgroup hierarchies")
+            .unified_root()
+            .expect("no cgroup2 mount")
             .join(format!("kraal-bw-ebpf-test-{pid}"))
             .join(name);
         std::fs::create_dir_all(&cgroup).expect("create test cgroup");

@@ -1,8 +1,10 @@
-//! Real containers through `kraal-monitor`: busybox rootfs, libcontainer, v1 cgroups plus
-//! the unified tree (hybrid host). Needs root.
+//! Real containers through `kraal-monitor`: busybox rootfs, libcontainer, and the host's
+//! cgroups as kraal sees them (`kraal_cgroups`): v1 controllers plus the unified tree the
+//! monitor also places the container in on hybrid hosts, the unified tree alone on v2.
+//! Needs root.
 //!
 //! Every test uses its own cgroup parent `/kraal-test-<pid>-<n>` and removes it (in every
-//! v1 controller and in the unified tree), and kills what it started, also on failure.
+//! hierarchy kraal uses), and kills what it started, also on failure.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -11,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kraal_cgroups::{Cgroups, Hierarchy, UNIFIED_KEY};
 use kraal_runtime::log::{Stream, parse_record};
 use kraal_runtime::monitor::{
     self, Created, ExecConfig, ExecResult, ExitStatus, MonitorConfig, MonitorError, client,
@@ -18,14 +21,17 @@ use kraal_runtime::monitor::{
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kraal-monitor");
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const UNIFIED: &str = "/sys/fs/cgroup/unified";
 const TIMEOUT: Duration = Duration::from_secs(5);
 const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "head", "tr", "ls", "true", "false", "stty", "tty",
 ];
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// This host's cgroup hierarchies, as kraal detects them.
+fn cgroups() -> Cgroups {
+    Cgroups::detect().expect("detecting the cgroup hierarchies")
+}
 
 /// One container and everything around it.
 struct Fixture {
@@ -62,7 +68,9 @@ impl Fixture {
                 .expect("symlink");
         }
         fx.write_spec(args);
-        fs::create_dir_all(fx.unified_cgroup()).expect("unified cgroup");
+        if let Some(unified) = fx.unified_cgroup() {
+            fs::create_dir_all(unified).expect("unified cgroup");
+        }
         fx
     }
 
@@ -84,8 +92,15 @@ impl Fixture {
     fn socket(&self) -> PathBuf {
         self.state().join("ctl.sock")
     }
-    fn unified_cgroup(&self) -> PathBuf {
-        Path::new(UNIFIED).join(&self.parent).join(&self.id)
+    /// The cgroup2 directory the monitor adds the container to, as kraald asks it to: on
+    /// hybrid hosts only (libcontainer there knows just the v1 controllers; on v2 it places
+    /// the container in the unified tree itself).
+    fn unified_cgroup(&self) -> Option<PathBuf> {
+        let cgroups = cgroups();
+        match cgroups.hierarchy() {
+            Hierarchy::Hybrid => cgroups.unified_path(&self.cgroups_path()).expect("path"),
+            _ => None,
+        }
     }
     fn cgroups_path(&self) -> String {
         format!("/{}/{}", self.parent, self.id)
@@ -146,7 +161,7 @@ impl Fixture {
             exit_file: self.exit_file(),
             control_socket: self.socket(),
             monitor_log: self.state().join("monitor.log"),
-            unified_cgroup: Some(self.unified_cgroup()),
+            unified_cgroup: self.unified_cgroup(),
             stdin: false,
             stdin_once: false,
             tty: false,
@@ -237,7 +252,7 @@ impl Fixture {
             libcontainer_root: self.root(),
             process,
             timeout_ms,
-            unified_cgroup: Some(self.unified_cgroup()),
+            unified_cgroup: self.unified_cgroup(),
             result_file: result_file.clone(),
             terminal: false,
         };
@@ -263,18 +278,11 @@ impl Fixture {
         )
     }
 
-    /// Pids in the container's v1 cgroup.
+    /// Pids in the container's cgroup, in any hierarchy kraal uses.
     fn cgroup_pids(&self) -> Vec<i32> {
-        let procs = Path::new(CGROUP_ROOT)
-            .join("pids")
-            .join(&self.parent)
-            .join(&self.id)
-            .join("cgroup.procs");
-        fs::read_to_string(procs)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        cgroups()
+            .pids(&self.cgroups_path())
+            .expect("listing the container's processes")
     }
 
     /// Is the monitor process (pid, start time) still alive?
@@ -363,15 +371,43 @@ fn kill_verified(pid: i32, start_time: u64) {
     }
 }
 
-/// Removes `<hierarchy>/<parent>` (and anything below it) in every v1 hierarchy and the
-/// unified one. Returns the directories that would not go.
+/// The hierarchies kraal uses (v1 controllers by name, "unified") in which a process whose
+/// `/proc/<pid>/cgroup` is `proc_cgroup` is not in the cgroupfs path `rel`.
+fn not_in_container_cgroup(proc_cgroup: &str, rel: &str) -> Vec<String> {
+    let dirs = cgroups().dirs(rel).expect("cgroup dirs");
+    assert!(!dirs.is_empty());
+    dirs.into_keys()
+        .filter(|hierarchy| {
+            !proc_cgroup.lines().any(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (Some(id), Some(controllers), Some(path)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    return false;
+                };
+                let named = if hierarchy == UNIFIED_KEY {
+                    id == "0" && controllers.is_empty()
+                } else {
+                    controllers.split(',').any(|c| c == hierarchy)
+                };
+                named && path.ends_with(rel)
+            })
+        })
+        .collect()
+}
+
+/// Removes `<hierarchy>/<parent>` (and anything below it) in every hierarchy kraal uses.
+/// Returns the directories that would not go.
 fn remove_cgroup_parent(parent: &str) -> Vec<PathBuf> {
     let mut left = Vec::new();
-    let Ok(hierarchies) = fs::read_dir(CGROUP_ROOT) else {
-        return left;
-    };
-    for h in hierarchies.flatten() {
-        let dir = h.path().join(parent);
+    let mut dirs: Vec<PathBuf> = cgroups()
+        .dirs(&format!("/{parent}"))
+        .expect("cgroup dirs")
+        .into_values()
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
         if dir.exists() {
             rmdir_tree(&dir, &mut left);
         }
@@ -446,19 +482,11 @@ fn exit_code_log_lines_and_cleanup() {
         "the monitor must not be our child"
     );
     assert_eq!(sid, c.monitor_pid, "the monitor leads its own session");
-    // init is in the container's v1 cgroups and in the unified one.
+    // init is in the container's cgroup in every hierarchy kraal uses: the v1 controllers
+    // and the unified tree on hybrid hosts, the unified tree on v2.
     let cg = fs::read_to_string(format!("/proc/{}/cgroup", c.pid)).expect("cgroup");
-    let want = format!("/{}/{}", fx.parent, fx.id);
-    assert!(
-        cg.lines()
-            .any(|l| l.starts_with("0::") && l.ends_with(&want)),
-        "{cg}"
-    );
-    assert!(
-        cg.lines()
-            .any(|l| l.contains(":memory:") && l.ends_with(&want)),
-        "{cg}"
-    );
+    let missing = not_in_container_cgroup(&cg, &fx.cgroups_path());
+    assert!(missing.is_empty(), "not in {missing:?}:\n{cg}");
 
     let s = client::state(&fx.socket(), TIMEOUT).expect("state");
     assert_eq!((s.pid, s.started, s.exited), (c.pid, false, false));
@@ -643,17 +671,8 @@ fn exec_runs_in_the_container_and_times_out() {
     // unified).
     let (code, out, err, _) = fx.exec(&["cat", "/proc/self/cgroup"], 0);
     assert_eq!(code, 0, "stderr: {err}");
-    let want = format!("/{}/{}", fx.parent, fx.id);
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("0::") && l.ends_with(&want)),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.contains(":pids:") && l.ends_with(&want)),
-        "{out}"
-    );
+    let missing = not_in_container_cgroup(&out, &fx.cgroups_path());
+    assert!(missing.is_empty(), "not in {missing:?}:\n{out}");
     let (_, out, _, _) = fx.exec(&["sh", "-c", "echo $$"], 0);
     assert_ne!(out.trim(), "1");
     assert!(
@@ -756,11 +775,14 @@ fn failed_create_leaves_nothing_behind() {
         "libcontainer state left behind"
     );
     assert!(!fx.socket().exists(), "control socket left behind");
-    for h in fs::read_dir(CGROUP_ROOT).expect("cgroups").flatten() {
-        let dir = h.path().join(&fx.parent).join(&fx.id);
-        if h.file_name() != "unified" {
-            assert!(!dir.exists(), "{} left behind", dir.display());
+    // libcontainer's cgroups are gone; on hybrid hosts the unified one is the test's own
+    // (made for the monitor) and goes with the teardown.
+    let cgroups = cgroups();
+    for (hierarchy, dir) in cgroups.dirs(&fx.cgroups_path()).expect("cgroup dirs") {
+        if hierarchy == UNIFIED_KEY && cgroups.hierarchy() == Hierarchy::Hybrid {
+            continue;
         }
+        assert!(!dir.exists(), "{} left behind", dir.display());
     }
     // The monitor is gone (it is reaped by the create process on failure).
     let mut cfg = fx.monitor_config();
@@ -822,8 +844,18 @@ fn monitor_log_is_plain_text() {
     fx.create();
     fx.start();
     fx.wait_exit();
-    let f = fs::File::open(fx.state().join("monitor.log")).expect("monitor log");
-    let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+    // The monitor logs "exit file written" just after writing the file the test waited
+    // for: on a slow (emulated) machine the line may not be there yet.
+    let read_lines = || -> Vec<String> {
+        let f = fs::File::open(fx.state().join("monitor.log")).expect("monitor log");
+        BufReader::new(f).lines().map_while(Result::ok).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = read_lines();
+    while !lines.iter().any(|l| l.contains("exit file written")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        lines = read_lines();
+    }
     assert!(
         lines.iter().any(|l| l.contains("creating container")),
         "{lines:?}"

@@ -6,12 +6,42 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use kraal_cgroups::{CgroupError, Cgroups};
+
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, setsid};
 
 pub const ARG: &str = "__pod-infra";
+
+/// The name of the infra process's own cgroup below the pod's. Container cgroups are
+/// `kraal-<64 hex digits>`, so it cannot collide with one.
+const CGROUP_NAME: &str = "kraal-infra";
+
+/// The cgroup (cgroupfs form) of the infra process of the pod whose cgroup is `pod_rel`: a
+/// leaf of its own below the pod, never the pod cgroup itself. On cgroup v2 a cgroup whose
+/// children use controllers (the containers' do) may hold no process at all; the kernel
+/// refuses the move (EBUSY) or, worse, a process there would keep the containers from
+/// getting their controllers. The one place that decides where the infra process lives, so
+/// another cgroup driver can put it elsewhere (a scope of its own).
+pub fn cgroup(pod_rel: &str) -> String {
+    format!("{pod_rel}/{CGROUP_NAME}")
+}
+
+/// Creates the infra cgroup of `pod_rel` and moves `pid` into it, in every hierarchy.
+pub fn place_in_cgroup(cgroups: &Cgroups, pod_rel: &str, pid: i32) -> Result<(), CgroupError> {
+    let rel = cgroup(pod_rel);
+    cgroups.create(&rel)?;
+    cgroups.add_pid(&rel, pid)
+}
+
+/// Removes the infra cgroup of `pod_rel` once its (killed) process has left it; nothing to
+/// do when it does not exist. The pod cgroup's removal would take it too, but the pod's
+/// teardown asks for it by name, so a driver that keeps it elsewhere removes it here.
+pub fn remove_cgroup(cgroups: &Cgroups, pod_rel: &str) -> Result<(), CgroupError> {
+    cgroups.remove(&cgroup(pod_rel))
+}
 
 /// Runs in the freshly exec'd infra binary. Never returns.
 pub fn main() -> ! {

@@ -12,10 +12,19 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
 const BPFFS: &str = "/sys/fs/bpf";
 /// Env var telling the re-executed binary which operations to run.
 pub const HELPER_ENV: &str = "KRAAL_EBPF_TEST_HELPER";
+
+/// The cgroup2 mount as kraal sees it (`/sys/fs/cgroup` on v2 hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones): the programs attach only to cgroup2.
+pub fn cgroup2_root() -> PathBuf {
+    kraal_cgroups::Cgroups::detect()
+        .expect("detecting the cgroup hierarchies")
+        .unified_root()
+        .expect("this host has no cgroup2 mount, which cgroup eBPF programs need")
+        .to_path_buf()
+}
 
 /// One test's pod cgroup and pin root, removed on drop.
 pub struct Env {
@@ -27,7 +36,7 @@ impl Env {
     pub fn new(name: &str) -> Env {
         kraal_ebpf::ensure_bpffs(Path::new(BPFFS)).expect("bpffs");
         let pid = std::process::id();
-        let cgroup = Path::new(CGROUP2)
+        let cgroup = cgroup2_root()
             .join(format!("kraal-ebpf-test-{pid}"))
             .join(name);
         std::fs::create_dir_all(&cgroup).expect("create test cgroup");

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use kraal_net::Netns;
 use kraal_net::shaping::Device;
 
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
 const BPFFS: &str = "/sys/fs/bpf";
 
 pub const NODE_UPLINK: &str = "up0";
@@ -95,7 +94,12 @@ impl Lab {
         let pins = Path::new(BPFFS)
             .join(format!("kraal-bw-test-{}", std::process::id()))
             .join(tag);
-        let cgroup_root = Path::new(CGROUP2).join(format!("kraal-bw-test-{}", std::process::id()));
+        // The cgroup2 mount as kraal sees it (v2: /sys/fs/cgroup, hybrid: .../unified).
+        let cgroup_root = kraal_cgroups::Cgroups::detect()
+            .expect("detecting the cgroup hierarchies")
+            .unified_root()
+            .expect("this host has no cgroup2 mount, which the shaping programs need")
+            .join(format!("kraal-bw-test-{}", std::process::id()));
         let mut lab = Lab {
             node: format!("{prefix}n"),
             peer: format!("{prefix}r"),

@@ -23,6 +23,9 @@ pub fn container_status(
             "monitorPid": record.monitor_pid,
             "cgroupsPath": record.cgroups_path,
             "unifiedCgroup": crate::runtime::unified_dir(runtime, &record.cgroups_path),
+            // Where kraal reads and writes this container's cgroup files, per hierarchy
+            // (v1 controllers by name, cgroup2 as "unified"; on v2 hosts only "unified").
+            "cgroupDirs": runtime.cgroups.dirs(&record.cgroups_path).ok(),
             "bundle": runtime.layout.bundle(&record.id),
             "rootfs": runtime.layout.rootfs(&record.id),
             "writableLayer": runtime.layout.writable_dir(&record.id),

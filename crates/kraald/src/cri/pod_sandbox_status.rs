@@ -119,6 +119,9 @@ fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value 
         "cgroupParent": record.cgroup_parent,
         "cgroupHierarchy": format!("{:?}", runtime.cgroups.hierarchy()),
         "unifiedCgroup": crate::runtime::unified_dir(runtime, &record.cgroup_parent),
+        // The pod cgroup's directory in each hierarchy kraal uses (see ContainerStatus).
+        "cgroupDirs": runtime.cgroups.dirs(&record.cgroup_parent).ok(),
+        "infraCgroup": record.infra.map(|_| crate::pod_infra::cgroup(&record.cgroup_parent)),
         "namespaces": {
             "network": record.net_ns,
             "ipc": record.ipc_ns,

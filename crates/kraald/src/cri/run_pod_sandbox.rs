@@ -259,12 +259,14 @@ fn build(
         let start = crate::runtime::proc_start_time(pid)
             .map_err(|e| io_status("reading the infra process's start time", e))?;
         record.infra = Some((pid, start));
-        runtime
-            .cgroups
-            .add_pid(&record.cgroup_parent, pid)
-            .map_err(|e| {
-                Status::internal(format!("placing the infra process in the pod cgroup: {e}"))
-            })?;
+        crate::pod_infra::place_in_cgroup(&runtime.cgroups, &record.cgroup_parent, pid).map_err(
+            |e| {
+                Status::internal(format!(
+                    "placing the infra process in its cgroup {}: {e}",
+                    crate::pod_infra::cgroup(&record.cgroup_parent)
+                ))
+            },
+        )?;
     }
     runtime
         .state

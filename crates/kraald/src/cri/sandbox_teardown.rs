@@ -51,16 +51,23 @@ pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(),
     }
     crate::ports::detach(runtime, record)?;
     crate::bandwidth::detach(runtime, record)?;
-    // The infra process may take a moment to be reaped out of the cgroup.
+    // The infra process may take a moment to be reaped out of its cgroup.
     let mut last = Ok(());
     for _ in 0..50 {
-        last = runtime.cgroups.remove(&record.cgroup_parent);
+        last = crate::pod_infra::remove_cgroup(&runtime.cgroups, &record.cgroup_parent)
+            .map_err(|e| format!("removing the infra process's cgroup: {e}"))
+            .and_then(|()| {
+                runtime
+                    .cgroups
+                    .remove(&record.cgroup_parent)
+                    .map_err(|e| format!("removing the pod cgroup: {e}"))
+            });
         if last.is_ok() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    last.map_err(|e| format!("removing the pod cgroup: {e}"))?;
+    last?;
     let dir = runtime.layout.sandbox_dir(&record.id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
