@@ -41,14 +41,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("unreadable state record: {problem}");
     }
     let cgroups = Cgroups::detect().context("finding the node's cgroup hierarchies")?;
+    let driver = crate::cgroup_driver::Driver::open(config.cgroup_driver)?;
     let monitor_bin = monitor_binary(&config)?;
     let runtime = Runtime::new(
         config.clone(),
         images.clone(),
         Arc::new(state),
         cgroups,
+        driver,
         monitor_bin,
     );
+    runtime.node.log();
     runtime.recover();
     crate::network::check_all(&runtime);
 

@@ -89,3 +89,38 @@ pub fn spawn() -> Result<i32, String> {
         .parse()
         .map_err(|e| format!("the infra process printed no pid: {e}"))
 }
+
+/// Puts a pod's infra process into its cgroup, the one place that decides where that is.
+/// systemd driver: a scope of its own in the pod slice (systemd moves it there), since on v2
+/// no process may sit in the slice itself once its children use controllers. cgroupfs: the
+/// pod cgroup.
+pub fn place(
+    runtime: &crate::runtime::Runtime,
+    record: &crate::state::SandboxRecord,
+    pid: i32,
+) -> Result<(), tonic::Status> {
+    let pod = crate::cgroup_driver::PodCgroup::of(record);
+    if pod.slice.is_some() {
+        let unit = kraal_cgroups::systemd::infra_scope(&record.id);
+        return runtime
+            .driver
+            .place(
+                &pod,
+                &unit,
+                format!("kraal pod {} infra", record.id),
+                pid,
+                &[],
+            )
+            .map_err(|e| {
+                tonic::Status::internal(format!(
+                    "placing the infra process in its systemd scope {unit}: {e}"
+                ))
+            });
+    }
+    runtime
+        .cgroups
+        .add_pid(&record.cgroup_parent, pid)
+        .map_err(|e| {
+            tonic::Status::internal(format!("placing the infra process in the pod cgroup: {e}"))
+        })
+}
