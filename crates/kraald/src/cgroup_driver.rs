@@ -153,6 +153,43 @@ impl Driver {
     }
 }
 
+/// After a restart: a live container's scope should still be there (systemd keeps scopes
+/// while they have processes, whatever happens to kraald). One that is not means something
+/// outside kraal stopped it or moved the container; said, since stats and limits would be
+/// read from a cgroup that no longer holds it.
+pub fn check_recovered_scope(runtime: &crate::runtime::Runtime, id: &str, cgroups_path: &str) {
+    let (Some(sd), Some(unit)) = (runtime.driver.systemd(), unit_of(cgroups_path)) else {
+        return;
+    };
+    match systemd::is_running(sd, unit) {
+        Ok(true) => tracing::debug!(container = %id, unit, "scope still active"),
+        Ok(false) => {
+            tracing::warn!(container = %id, unit, "the container runs but its systemd scope is gone")
+        }
+        Err(err) => {
+            tracing::warn!(container = %id, unit, %err, "cannot ask systemd about the container's scope")
+        }
+    }
+}
+
+/// After a restart: a pod made under the other driver keeps its cgroups as they are; said,
+/// because with a changed driver kraald no longer makes or stops that pod's units.
+pub fn check_recovered_pod(
+    runtime: &crate::runtime::Runtime,
+    record: &crate::state::SandboxRecord,
+) {
+    let made_with_systemd = record.systemd_slice.is_some();
+    let now_systemd = runtime.driver.systemd().is_some();
+    if made_with_systemd != now_systemd {
+        tracing::warn!(
+            sandbox = %record.id,
+            cgroup = %record.cgroup_parent,
+            driver = runtime.driver.name(),
+            "pod made under the other cgroup driver: its cgroup stays where it is; remove the pod to clean it up under the driver it was made with"
+        );
+    }
+}
+
 /// A container's cgroupfs path: its leaf in the pod cgroup, with systemd the scope's.
 pub fn container_path(sandbox: &crate::state::SandboxRecord, container_id: &str) -> String {
     match sandbox.systemd_slice {
