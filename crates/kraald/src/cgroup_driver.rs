@@ -19,7 +19,14 @@ use crate::config::CgroupDriver;
 /// The driver in force.
 pub enum Driver {
     Cgroupfs,
-    Systemd(Box<dyn Systemd>),
+    Systemd(Box<dyn Systemd>, SystemdCaps),
+}
+
+/// What the node's systemd can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemdCaps {
+    /// `CPUWeight=idle` (systemd 252+), see [`systemd::resource_properties`].
+    pub idle_weight: bool,
 }
 
 /// A pod's cgroup as RunPodSandbox resolved it.
@@ -55,8 +62,12 @@ impl Driver {
                 let version = sd
                     .version()
                     .map_err(|e| anyhow::anyhow!("cgroup_driver = \"systemd\": {e}"))?;
-                tracing::debug!(%version, "connected to systemd");
-                Ok(Driver::Systemd(Box::new(sd)))
+                let caps = SystemdCaps {
+                    idle_weight: systemd::major_version(&version)
+                        .is_some_and(|v| v >= systemd::IDLE_WEIGHT_SINCE),
+                };
+                tracing::debug!(%version, ?caps, "connected to systemd");
+                Ok(Driver::Systemd(Box::new(sd), caps))
             }
         }
     }
@@ -64,21 +75,25 @@ impl Driver {
     pub fn kind(&self) -> CgroupDriver {
         match self {
             Driver::Cgroupfs => CgroupDriver::Cgroupfs,
-            Driver::Systemd(_) => CgroupDriver::Systemd,
+            Driver::Systemd(..) => CgroupDriver::Systemd,
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Driver::Cgroupfs => "cgroupfs",
-            Driver::Systemd(_) => "systemd",
+            Driver::Systemd(..) => "systemd",
         }
+    }
+
+    fn idle_weight(&self) -> bool {
+        matches!(self, Driver::Systemd(_, caps) if caps.idle_weight)
     }
 
     fn systemd(&self) -> Option<&dyn Systemd> {
         match self {
             Driver::Cgroupfs => None,
-            Driver::Systemd(sd) => Some(sd.as_ref()),
+            Driver::Systemd(sd, _) => Some(sd.as_ref()),
         }
     }
 
@@ -148,7 +163,8 @@ impl Driver {
         let (Some(sd), Some(unit)) = (self.systemd(), unit_of(cgroups_path)) else {
             return Ok(());
         };
-        let props = systemd::resource_properties(resources).map_err(SystemdError::Property)?;
+        let props = systemd::resource_properties(resources, self.idle_weight())
+            .map_err(SystemdError::Property)?;
         sd.set_properties(unit, &props)
     }
 }
@@ -210,15 +226,19 @@ pub fn kubelet_limits(
         return Ok(Vec::new());
     };
     let text = |s: &String| (!s.is_empty()).then(|| s.clone());
-    systemd::resource_properties(&Resources {
-        cpu_shares: u64::try_from(r.cpu_shares).ok().filter(|v| *v > 0),
-        cpu_quota_us: (r.cpu_quota != 0).then_some(r.cpu_quota),
-        cpu_period_us: u64::try_from(r.cpu_period).ok().filter(|v| *v > 0),
-        cpuset_cpus: text(&r.cpuset_cpus),
-        cpuset_mems: text(&r.cpuset_mems),
-        memory_limit_bytes: (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes),
-        ..Resources::default()
-    })
+    // No idle here: kubelet's limits never make a container idle; the policy's mirror does.
+    systemd::resource_properties(
+        &Resources {
+            cpu_shares: u64::try_from(r.cpu_shares).ok().filter(|v| *v > 0),
+            cpu_quota_us: (r.cpu_quota != 0).then_some(r.cpu_quota),
+            cpu_period_us: u64::try_from(r.cpu_period).ok().filter(|v| *v > 0),
+            cpuset_cpus: text(&r.cpuset_cpus),
+            cpuset_mems: text(&r.cpuset_mems),
+            memory_limit_bytes: (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes),
+            ..Resources::default()
+        },
+        false,
+    )
 }
 
 /// The unit whose cgroup `path` is: its last component when that is a slice or scope.

@@ -15,8 +15,8 @@ use std::path::Path;
 pub use dbus::DbusSystemd;
 pub use names::{container_scope, default_pod_slice, expand_slice, infra_scope, slice_of_path};
 pub use props::{
-    INFINITY, Property, Value, cpu_list_mask, quota_per_sec, resource_properties, scope_properties,
-    slice_properties, tasks_max,
+    CPU_WEIGHT_IDLE, IDLE_WEIGHT_SINCE, INFINITY, Property, Value, cpu_list_mask, major_version,
+    quota_per_sec, resource_properties, scope_properties, slice_properties, tasks_max,
 };
 
 /// Why a systemd call failed.

@@ -36,15 +36,32 @@ impl Property {
     }
 }
 
+/// systemd's `CPUWeight=idle` (CGROUP_WEIGHT_IDLE), systemd 252 and later: it writes
+/// `cpu.idle` 1 instead of a weight.
+pub const CPU_WEIGHT_IDLE: u64 = 0;
+
+/// The first systemd with `CPUWeight=idle`. From then on systemd writes `cpu.idle` itself
+/// (0 for every unit whose weight is not idle) whenever it applies a unit.
+pub const IDLE_WEIGHT_SINCE: u32 = 252;
+
 /// The properties for `r`'s limits; fields that are None give none. Limits systemd cannot
-/// express (burst, idle) are left to kraal's file writes.
-pub fn resource_properties(r: &Resources) -> Result<Vec<Property>, String> {
+/// express (burst) are left to kraal's file writes. `idle_weight`: this systemd has
+/// `CPUWeight=idle` ([`IDLE_WEIGHT_SINCE`]); an idle cgroup gets it, since such a systemd
+/// would otherwise write `cpu.idle` 0 back. Without it no weight is given for an idle cgroup
+/// (the kernel refuses weight writes while `cpu.idle` is set, and that systemd leaves
+/// `cpu.idle` alone).
+pub fn resource_properties(r: &Resources, idle_weight: bool) -> Result<Vec<Property>, String> {
     let mut out = Vec::new();
-    if let Some(shares) = r.cpu_shares {
-        out.push(Property::new(
+    match (r.cpu_idle, r.cpu_shares) {
+        (Some(true), _) if idle_weight => {
+            out.push(Property::new("CPUWeight", Value::U64(CPU_WEIGHT_IDLE)))
+        }
+        (Some(true), _) => {}
+        (_, Some(shares)) => out.push(Property::new(
             "CPUWeight",
             Value::U64(shares_to_weight(shares)),
-        ));
+        )),
+        (_, None) => {}
     }
     if let Some(period) = r.cpu_period_us.filter(|p| *p > 0) {
         out.push(Property::new("CPUQuotaPeriodUSec", Value::U64(period)));
@@ -85,6 +102,12 @@ pub fn resource_properties(r: &Resources) -> Result<Vec<Property>, String> {
         out.push(Property::new("MemoryHigh", Value::U64(bytes)));
     }
     Ok(out)
+}
+
+/// The leading number of systemd's version string (`252.39-1~deb12u2` -> 252).
+pub fn major_version(version: &str) -> Option<u32> {
+    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// `TasksMax` for a pids limit (<= 0: none).
@@ -190,12 +213,31 @@ mod tests {
             cpu_idle: Some(true),
             ..Default::default()
         };
-        let p = resource_properties(&r).unwrap();
-        assert_eq!(get(&p, "CPUWeight"), Some(&Value::U64(39)));
+        let p = resource_properties(&r, true).unwrap();
         assert_eq!(get(&p, "CPUQuotaPerSecUSec"), Some(&Value::U64(500_000)));
         assert_eq!(get(&p, "CPUQuotaPeriodUSec"), Some(&Value::U64(100_000)));
-        // No systemd property for these: kraal writes the files.
+        // An idle cgroup is CPUWeight=idle where systemd has it; the burst has no property.
+        assert_eq!(get(&p, "CPUWeight"), Some(&Value::U64(CPU_WEIGHT_IDLE)));
         assert_eq!(p.len(), 3, "{p:?}");
+        let p = resource_properties(&r, false).unwrap();
+        assert_eq!(
+            get(&p, "CPUWeight"),
+            None,
+            "no weight for an idle group before 252"
+        );
+        let online = Resources {
+            cpu_idle: Some(false),
+            ..r
+        };
+        let p = resource_properties(&online, true).unwrap();
+        assert_eq!(get(&p, "CPUWeight"), Some(&Value::U64(39)));
+    }
+
+    #[test]
+    fn systemd_versions_are_their_leading_number() {
+        assert_eq!(major_version("252.39-1~deb12u2"), Some(252));
+        assert_eq!(major_version("256"), Some(256));
+        assert_eq!(major_version("v1"), None);
     }
 
     #[test]
@@ -206,7 +248,7 @@ mod tests {
             memory_high: Some(MemoryHigh::Unlimited),
             ..Default::default()
         };
-        let p = resource_properties(&r).unwrap();
+        let p = resource_properties(&r, true).unwrap();
         assert_eq!(get(&p, "CPUQuotaPerSecUSec"), Some(&Value::U64(INFINITY)));
         assert_eq!(get(&p, "MemoryMax"), Some(&Value::U64(INFINITY)));
         assert_eq!(get(&p, "MemoryHigh"), Some(&Value::U64(INFINITY)));
@@ -221,7 +263,7 @@ mod tests {
             memory_high: Some(MemoryHigh::Bytes(48 << 20)),
             ..Default::default()
         };
-        let p = resource_properties(&r).unwrap();
+        let p = resource_properties(&r, true).unwrap();
         assert_eq!(get(&p, "MemoryMax"), Some(&Value::U64(64 << 20)));
         assert_eq!(get(&p, "MemoryHigh"), Some(&Value::U64(48 << 20)));
     }
@@ -249,7 +291,7 @@ mod tests {
             cpuset_mems: Some("0".into()),
             ..Default::default()
         };
-        let p = resource_properties(&r).unwrap();
+        let p = resource_properties(&r, true).unwrap();
         assert_eq!(get(&p, "AllowedCPUs"), Some(&Value::Bytes(vec![0b11])));
         assert_eq!(get(&p, "AllowedMemoryNodes"), Some(&Value::Bytes(vec![1])));
     }
