@@ -333,6 +333,9 @@ async fn pods_get_slices_and_containers_scopes_that_systemd_keeps_right() {
     assert_eq!(show(&scope, "ActiveState"), "active");
     assert_eq!(show(&scope, "Slice"), slice);
     assert_eq!(show(&scope, "Delegate"), "yes");
+    // No DefaultTasksMax for containers: no one asked for a pids limit.
+    assert_eq!(show(&scope, "TasksMax"), "infinity");
+    expect_file(&dir.join("pids.max"), "max").expect("pids.max");
     assert_eq!(show(&scope, "ControlGroup"), format!("{expanded}/{scope}"));
     assert!(procs(&dir).contains(&pid), "{pid} not in {}", dir.display());
     let status = systemctl(&["status", "--no-pager", &scope]);

@@ -163,7 +163,10 @@ pub fn cpu_list_mask(list: &str) -> Result<Vec<u8>, String> {
 /// The accounting switches make systemd enable the cpu, memory, io and pids controllers all
 /// the way down to the scope, and keep them enabled when it recomputes its parents'
 /// `cgroup.subtree_control`. No default dependencies: a container scope must not be
-/// stopped by a shutdown ordering kraal did not ask for before kraal stops it.
+/// stopped by a shutdown ordering kraal did not ask for before kraal stops it. TasksMax
+/// infinity: systemd otherwise gives every scope its DefaultTasksMax (15% of pid_max, seen
+/// as "Tasks: 1 (limit: 9489)" in the test guest), a limit no one asked the container for;
+/// a pod's pids limit is kubelet's, on the pod cgroup.
 pub fn scope_properties(slice: &str, description: String, pid: u32) -> Vec<Property> {
     let mut props = vec![
         Property::new("Description", Value::Str(description)),
@@ -171,6 +174,7 @@ pub fn scope_properties(slice: &str, description: String, pid: u32) -> Vec<Prope
         Property::new("Delegate", Value::Bool(true)),
         Property::new("PIDs", Value::U32s(vec![pid])),
         Property::new("DefaultDependencies", Value::Bool(false)),
+        Property::new("TasksMax", Value::U64(INFINITY)),
     ];
     props.extend(accounting());
     props
@@ -306,6 +310,7 @@ mod tests {
         );
         assert_eq!(get(&p, "PIDs"), Some(&Value::U32s(vec![42])));
         assert_eq!(get(&p, "CPUAccounting"), Some(&Value::Bool(true)));
+        assert_eq!(get(&p, "TasksMax"), Some(&Value::U64(INFINITY)));
         let s = slice_properties("pod".into());
         assert_eq!(get(&s, "Delegate"), None);
         assert_eq!(get(&s, "MemoryAccounting"), Some(&Value::Bool(true)));
