@@ -244,6 +244,9 @@ async fn the_systemd_driver_is_in_force_or_refused_at_start() {
         log.contains("node: cgroup v2 with the systemd driver"),
         "{log}"
     );
+    if let Some(line) = log.lines().find(|l| l.contains("node: cgroup")) {
+        println!("kraald's start-up line: {line}");
+    }
     // A cgroupfs path is the other driver's form: refused, naming the form expected.
     let mut pod = pod_config("sd-path-form", true);
     pod.linux.as_mut().expect("linux").cgroup_parent = "/kubepods/besteffort/podx".into();
@@ -397,6 +400,17 @@ async fn pods_get_slices_and_containers_scopes_that_systemd_keeps_right() {
     std::thread::sleep(Duration::from_secs(3));
     eventually("files after daemon-reload", check_files("30000"));
     assert_eq!(show(&scope, "CPUQuotaPerSecUSec"), "300ms");
+    // Evidence for a reader of the run's output (cargo test -- --nocapture).
+    println!(
+        "after daemon-reload: {}\n{}",
+        systemctl(&[
+            "show",
+            &scope,
+            "-p",
+            "CPUQuotaPerSecUSec,CPUWeight,MemoryHigh,MemoryMax,TasksMax,Delegate,Slice,ControlGroup"
+        ]),
+        systemctl(&["list-units", "--no-pager", "--all", "kraal*", "kraale2e*"])
+    );
 
     // A kraald restart moves nothing: the container runs on in the same scope.
     kraald.restart().await;
