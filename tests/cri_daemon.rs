@@ -52,20 +52,6 @@ async fn status_reports_runtime_ready_and_why_network_is_not() {
 }
 
 #[tokio::test]
-async fn runtime_config_reports_the_cgroup_driver() {
-    let kraald = Kraald::start("cgroup_driver = \"systemd\"").await;
-    let response = kraald
-        .runtime()
-        .await
-        .runtime_config(cri::RuntimeConfigRequest {})
-        .await
-        .expect("RuntimeConfig")
-        .into_inner();
-    let driver = response.linux.expect("linux config").cgroup_driver;
-    assert_eq!(driver, cri::CgroupDriver::Systemd as i32);
-}
-
-#[tokio::test]
 async fn calls_not_built_yet_answer_unimplemented_with_their_name() {
     let kraald = Kraald::start("").await;
     let err = kraald

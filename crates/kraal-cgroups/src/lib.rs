@@ -25,6 +25,7 @@ mod remove;
 mod resources;
 mod stat_file;
 mod stats;
+pub mod systemd;
 mod v1;
 mod v2;
 

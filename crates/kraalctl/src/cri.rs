@@ -26,6 +26,9 @@ pub enum CriCommand {
     Containers,
     /// Images in kraald's store (CRI ListImages)
     Images,
+    /// The node as kraald found it at start: cgroup hierarchy and driver, kernel features,
+    /// and the kraal features this node cannot give, with why (CRI Status, verbose)
+    Node,
 }
 
 /// Makes the call on the CRI socket and renders the answer.
@@ -57,6 +60,14 @@ pub async fn run(socket: &Path, json: bool, command: CriCommand) -> anyhow::Resu
                 .map_err(answer)?
                 .into_inner();
             containers(&response.containers, json)
+        }
+        CriCommand::Node => {
+            let response = runtime
+                .status(cri::StatusRequest { verbose: true })
+                .await
+                .map_err(answer)?
+                .into_inner();
+            node(&response, json)?
         }
         CriCommand::Images => {
             let response = ImageServiceClient::new(channel)
@@ -173,6 +184,50 @@ fn images(items: &[cri::Image], json: bool) -> String {
     )
 }
 
+/// kraald's node facts (Status info `node`, JSON kraald wrote).
+fn node(response: &cri::StatusResponse, json: bool) -> anyhow::Result<String> {
+    let text = response.info.get("node").ok_or_else(|| {
+        anyhow::anyhow!("kraald's Status has no node facts (a kraald older than kraalctl?)")
+    })?;
+    let facts: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| anyhow::anyhow!("kraald's node facts are not JSON ({e}): {text:?}"))?;
+    if json {
+        return Ok(line(facts));
+    }
+    let s = |v: &serde_json::Value| clean(v.as_str().unwrap_or("?"));
+    let yes = |v: &serde_json::Value| {
+        if v.as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    let probes = &facts["probes"];
+    let mut out = format!(
+        "cgroup hierarchy: {}\ncgroup driver:    {}\nkernel:           {}\ncgroup2 (eBPF hooks): {}, BTF: {}, freezer: {}, PSI: {}\n",
+        s(&facts["hierarchy"]),
+        s(&facts["cgroup_driver"]),
+        s(&facts["kernel"]),
+        yes(&probes["cgroup2"]),
+        yes(&probes["btf"]),
+        probes["freezer"]
+            .as_str()
+            .map(clean)
+            .unwrap_or_else(|| "none".into()),
+        yes(&probes["psi"]),
+    );
+    match facts["unavailable"].as_array() {
+        Some(list) if !list.is_empty() => {
+            out.push_str("unavailable on this node:\n");
+            for u in list {
+                out.push_str(&format!("  {}: {}\n", s(&u["feature"]), s(&u["reason"])));
+            }
+        }
+        _ => out.push_str("every kraal feature is available on this node\n"),
+    }
+    Ok(out)
+}
+
 fn line(value: serde_json::Value) -> String {
     format!("{value}\n")
 }
@@ -258,6 +313,29 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&images(&[image], true)).unwrap();
         assert_eq!(json["images"][0]["id"], "sha256:abc");
+    }
+
+    #[test]
+    fn node_facts_say_what_is_missing() {
+        let mut response = cri::StatusResponse::default();
+        assert!(node(&response, false).is_err());
+        response.info.insert(
+            "node".into(),
+            r#"{"hierarchy":"hybrid","cgroup_driver":"cgroupfs","kernel":"6.1","probes":{"cgroup2":true,"btf":true,"freezer":"v1","psi":true},"unavailable":[{"feature":"memory-high throttling","reason":"v1 does not throttle"}]}"#.into(),
+        );
+        let text = node(&response, false).unwrap();
+        assert!(text.contains("cgroup hierarchy: hybrid\n"), "{text}");
+        assert!(text.contains("cgroup driver:    cgroupfs\n"), "{text}");
+        assert!(text.contains("freezer: v1"), "{text}");
+        assert!(
+            text.contains("  memory-high throttling: v1 does not throttle\n"),
+            "{text}"
+        );
+        let json = node(&response, true).unwrap();
+        assert!(
+            json.starts_with('{') && json.contains("\"unavailable\""),
+            "{json}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kraal_api::kraal::v1::admin_server::AdminServer;
 use kraal_api::runtime::v1::image_service_server::ImageServiceServer;
 use kraal_api::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use kraal_image::ImageStore;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::admin::AdminHandler;
 use crate::config::Config;
@@ -41,19 +41,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("unreadable state record: {problem}");
     }
     let cgroups = Cgroups::detect().context("finding the node's cgroup hierarchies")?;
+    let driver = crate::cgroup_driver::Driver::open(config.cgroup_driver)?;
     let monitor_bin = monitor_binary(&config)?;
     let runtime = Runtime::new(
         config.clone(),
         images.clone(),
         Arc::new(state),
         cgroups,
+        driver,
         monitor_bin,
     );
+    runtime.node.log();
     // Before any CNI ADD (and the CHECKs of re-adopted pods) on systemd nodes.
     crate::network::ensure_udev_link();
     runtime.recover();
     crate::network::check_all(&runtime);
 
+    // Before the socket opens: a client that sees the socket may SIGTERM kraald at once, and
+    // a handler installed later (by the task below, whenever it first runs) would leave that
+    // signal's default action, death, in place.
+    let signals = shutdown_signals();
     let (listener, socket_file) = socket::bind(
         &config.socket,
         &config.socket_group,
@@ -84,7 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown_signal(signals).await;
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -171,10 +178,18 @@ fn make_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))
 }
 
+type Signals = (std::io::Result<Signal>, std::io::Result<Signal>);
+
+/// Installs the SIGTERM and SIGINT handlers (tokio installs them when called).
+fn shutdown_signals() -> Signals {
+    (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    )
+}
+
 /// Resolves on SIGTERM or SIGINT. Only serving stops; nothing kraald started is killed.
-async fn shutdown_signal() {
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
+async fn shutdown_signal((term, int): Signals) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {

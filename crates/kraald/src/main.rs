@@ -5,6 +5,7 @@
 mod admin;
 mod authority;
 mod bandwidth;
+mod cgroup_driver;
 mod clock;
 mod config;
 mod cri;
@@ -12,6 +13,7 @@ mod daemon;
 mod lock;
 mod logging;
 mod network;
+mod node_facts;
 mod pod_infra;
 mod policy;
 mod ports;

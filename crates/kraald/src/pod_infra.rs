@@ -19,28 +19,30 @@ pub const ARG: &str = "__pod-infra";
 /// `kraal-<64 hex digits>`, so it cannot collide with one.
 const CGROUP_NAME: &str = "kraal-infra";
 
-/// The cgroup (cgroupfs form) of the infra process of the pod whose cgroup is `pod_rel`: a
-/// leaf of its own below the pod, never the pod cgroup itself. On cgroup v2 a cgroup whose
-/// children use controllers (the containers' do) may hold no process at all; the kernel
-/// refuses the move (EBUSY) or, worse, a process there would keep the containers from
-/// getting their controllers. The one place that decides where the infra process lives, so
-/// another cgroup driver can put it elsewhere (a scope of its own).
-pub fn cgroup(pod_rel: &str) -> String {
-    format!("{pod_rel}/{CGROUP_NAME}")
+/// The cgroup (cgroupfs form) of a pod's infra process: a leaf of its own below the pod,
+/// never the pod cgroup itself. On cgroup v2 a cgroup whose children use controllers (the
+/// containers' do) may hold no process at all; the kernel refuses the move (EBUSY) or, worse,
+/// a process there would keep the containers from getting their controllers. The one place
+/// that decides where the infra process lives: `<pod>/kraal-infra` with cgroupfs, the scope
+/// `kraal-infra-<sandbox id>.scope` in the pod slice with systemd.
+pub fn cgroup(record: &crate::state::SandboxRecord) -> String {
+    match record.systemd_slice {
+        Some(_) => format!(
+            "{}/{}",
+            record.cgroup_parent,
+            kraal_cgroups::systemd::infra_scope(&record.id)
+        ),
+        None => format!("{}/{CGROUP_NAME}", record.cgroup_parent),
+    }
 }
 
-/// Creates the infra cgroup of `pod_rel` and moves `pid` into it, in every hierarchy.
-pub fn place_in_cgroup(cgroups: &Cgroups, pod_rel: &str, pid: i32) -> Result<(), CgroupError> {
-    let rel = cgroup(pod_rel);
-    cgroups.create(&rel)?;
-    cgroups.add_pid(&rel, pid)
-}
-
-/// Removes the infra cgroup of `pod_rel` once its (killed) process has left it; nothing to
-/// do when it does not exist. The pod cgroup's removal would take it too, but the pod's
-/// teardown asks for it by name, so a driver that keeps it elsewhere removes it here.
-pub fn remove_cgroup(cgroups: &Cgroups, pod_rel: &str) -> Result<(), CgroupError> {
-    cgroups.remove(&cgroup(pod_rel))
+/// Removes the cgroupfs driver's infra cgroup once its (killed) process has left it; nothing
+/// to do when it does not exist. With systemd, stopping the pod slice stops the scope.
+pub fn remove_cgroup(
+    cgroups: &Cgroups,
+    record: &crate::state::SandboxRecord,
+) -> Result<(), CgroupError> {
+    cgroups.remove(&cgroup(record))
 }
 
 /// Runs in the freshly exec'd infra binary. Never returns.
@@ -118,4 +120,42 @@ pub fn spawn() -> Result<i32, String> {
         .trim()
         .parse()
         .map_err(|e| format!("the infra process printed no pid: {e}"))
+}
+
+/// Puts a pod's infra process into its cgroup (see [`cgroup`]). systemd driver: a scope of
+/// its own in the pod slice, made by systemd with the process in it. cgroupfs: the leaf is
+/// made in every hierarchy and the process moved there.
+pub fn place(
+    runtime: &crate::runtime::Runtime,
+    record: &crate::state::SandboxRecord,
+    pid: i32,
+) -> Result<(), tonic::Status> {
+    let pod = crate::cgroup_driver::PodCgroup::of(record);
+    if pod.slice.is_some() {
+        let unit = kraal_cgroups::systemd::infra_scope(&record.id);
+        return runtime
+            .driver
+            .place(
+                &pod,
+                &unit,
+                format!("kraal pod {} infra", record.id),
+                pid,
+                &[],
+            )
+            .map_err(|e| {
+                tonic::Status::internal(format!(
+                    "placing the infra process in its systemd scope {unit}: {e}"
+                ))
+            });
+    }
+    let rel = cgroup(record);
+    runtime
+        .cgroups
+        .create(&rel)
+        .and_then(|()| runtime.cgroups.add_pid(&rel, pid))
+        .map_err(|e| {
+            tonic::Status::internal(format!(
+                "placing the infra process in its cgroup {rel}: {e}"
+            ))
+        })
 }

@@ -11,6 +11,11 @@ pub fn undo_create(runtime: &Runtime, id: &str, cgroups_path: &str) {
     if let Err(err) = runtime.cgroups.reclaim(cgroups_path) {
         tracing::debug!(container = %id, %err, "page cache not reclaimed before delete");
     }
+    // Gone already when the container's processes exited (systemd stops an empty scope);
+    // left when a create failed between placing the container and starting it.
+    if let Err(err) = runtime.driver.remove_scope(cgroups_path) {
+        tracing::warn!(container = %id, %err, "stopping the container's systemd scope");
+    }
     if let Err(err) = kraal_runtime::monitor::client::delete(
         &runtime.monitor_bin,
         &layout.libcontainer_root(),

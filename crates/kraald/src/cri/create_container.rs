@@ -137,7 +137,7 @@ fn create_blocking(
         undo_create(
             runtime,
             &id,
-            &format!("{}/kraal-{id}", sandbox.cgroup_parent),
+            &crate::cgroup_driver::container_path(sandbox, &id),
         );
         if let Some(log) = new_log {
             remove_new_log(&id, &log);
@@ -168,7 +168,7 @@ fn create_steps(
     rootfs::mount_rootfs(&runtime.images.layer_dirs(image), &writable, &rootfs_dir)
         .map_err(|e| Status::internal(format!("CreateContainer: {e}")))?;
 
-    let cgroups_path = format!("{}/kraal-{id}", sandbox.cgroup_parent);
+    let cgroups_path = crate::cgroup_driver::container_path(sandbox, id);
     let context = sandbox_context(sandbox);
     let seccomp_root = runtime.config.seccomp_profile_root.clone();
     let metadata = config.metadata.clone().unwrap_or_default();
@@ -231,6 +231,29 @@ fn create_steps(
                 "CreateContainer: creating the container failed: {e}"
             ))
         })?;
+
+    // systemd driver: the container's own scope, with kubelet's limits as its properties
+    // (systemd writes them when it realises the scope, over what libcontainer wrote).
+    let pod = crate::cgroup_driver::PodCgroup::of(sandbox);
+    if pod.slice.is_some() {
+        let unit = kraal_cgroups::systemd::container_scope(id);
+        let limits = crate::cgroup_driver::kubelet_limits(kubelet_resources)
+            .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
+        runtime
+            .driver
+            .place(
+                &pod,
+                &unit,
+                format!("kraal container {id} ({})", metadata.name),
+                created.pid,
+                &limits,
+            )
+            .map_err(|e| {
+                Status::internal(format!(
+                    "CreateContainer: placing the container in its systemd scope {unit}: {e}"
+                ))
+            })?;
+    }
 
     // The container exists but has not run a single instruction of its own: the policy's
     // cgroup values are in place before StartContainer.

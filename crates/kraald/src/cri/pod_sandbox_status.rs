@@ -121,7 +121,7 @@ fn verbose_info(runtime: &Runtime, record: &SandboxRecord) -> serde_json::Value 
         "unifiedCgroup": crate::runtime::unified_dir(runtime, &record.cgroup_parent),
         // The pod cgroup's directory in each hierarchy kraal uses (see ContainerStatus).
         "cgroupDirs": runtime.cgroups.dirs(&record.cgroup_parent).ok(),
-        "infraCgroup": record.infra.map(|_| crate::pod_infra::cgroup(&record.cgroup_parent)),
+        "infraCgroup": record.infra.map(|_| crate::pod_infra::cgroup(record)),
         "namespaces": {
             "network": record.net_ns,
             "ipc": record.ipc_ns,

@@ -70,11 +70,8 @@ pub async fn run_pod_sandbox(
             "RunPodSandbox: user namespaces (namespace_options.userns_options mode POD) are not supported by kraal yet; use NODE",
         ));
     }
-    let cgroup_parent = if linux.cgroup_parent.is_empty() {
-        None
-    } else {
-        Some(validate_cgroup_parent(&linux.cgroup_parent)?)
-    };
+    // Checked before an id exists (the default parent names the id: resolved again below).
+    runtime.driver.pod_cgroup(&linux.cgroup_parent, "0")?;
     let hostname = sandbox::pod_hostname(&config.hostname).map_err(sandbox_status)?;
 
     // The pod's identity is (name, namespace, uid, attempt): kubelet retries with a new
@@ -106,6 +103,7 @@ pub async fn run_pod_sandbox(
 
     let id = new_id().map_err(|e| io_status("RunPodSandbox: making an id", e))?;
     let dir = runtime.layout.sandbox_dir(&id);
+    let pod_cgroup = runtime.driver.pod_cgroup(&linux.cgroup_parent, &id)?;
     let record = SandboxRecord {
         id: id.clone(),
         name: metadata.name.clone(),
@@ -119,7 +117,9 @@ pub async fn run_pod_sandbox(
         runtime_handler: request.runtime_handler.clone(),
         hostname: hostname.name.clone(),
         log_directory: config.log_directory.clone(),
-        cgroup_parent: cgroup_parent.unwrap_or_else(|| format!("/kraal/pod-{id}")),
+        cgroup_parent: pod_cgroup.path,
+        systemd_slice: pod_cgroup.slice,
+        slice_created: false,
         host_network,
         host_ipc,
         pid_mode: ns.pid,
@@ -205,6 +205,10 @@ fn build(
     let dir = runtime.layout.sandbox_dir(&record.id);
     std::fs::create_dir_all(&dir)
         .map_err(|e| io_status(format!("creating {}", dir.display()), e))?;
+    record.slice_created = runtime
+        .driver
+        .create_pod(&crate::cgroup_driver::PodCgroup::of(record), &record.id)
+        .map_err(|e| Status::internal(format!("creating the pod's systemd slice: {e}")))?;
     runtime
         .cgroups
         .create(&record.cgroup_parent)
@@ -259,14 +263,7 @@ fn build(
         let start = crate::runtime::proc_start_time(pid)
             .map_err(|e| io_status("reading the infra process's start time", e))?;
         record.infra = Some((pid, start));
-        crate::pod_infra::place_in_cgroup(&runtime.cgroups, &record.cgroup_parent, pid).map_err(
-            |e| {
-                Status::internal(format!(
-                    "placing the infra process in its cgroup {}: {e}",
-                    crate::pod_infra::cgroup(&record.cgroup_parent)
-                ))
-            },
-        )?;
+        crate::pod_infra::place(runtime, record, pid)?;
     }
     runtime
         .state
@@ -281,23 +278,6 @@ pub fn sandbox_status(err: kraal_runtime::sandbox::SandboxError) -> Status {
     } else {
         Status::internal(format!("RunPodSandbox: {err}"))
     }
-}
-
-/// cgroupfs form only: an absolute path without `..`. The systemd form (`a-b.slice`) needs
-/// the systemd driver, which kraal does not have yet.
-fn validate_cgroup_parent(parent: &str) -> Result<String, Status> {
-    let ok = parent.starts_with('/')
-        && !parent.contains('\0')
-        && parent
-            .split('/')
-            .skip(1)
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-    if !ok {
-        return Err(Status::invalid_argument(format!(
-            "RunPodSandbox: linux.cgroup_parent {parent:?} is not a cgroupfs path; expected an absolute path like /kubepods/burstable/pod<uid> (the systemd form needs cgroup_driver = \"systemd\", not supported yet)"
-        )));
-    }
-    Ok(parent.trim_end_matches('/').to_string())
 }
 
 /// Namespaced sysctls only, and net.* only for pods with their own network namespace: a

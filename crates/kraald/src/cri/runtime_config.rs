@@ -4,10 +4,12 @@ use kraal_api::runtime::v1::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeConfigRequest, RuntimeConfigResponse,
 };
 
-use crate::config::{self, Config};
+use crate::config;
+use crate::runtime::Runtime;
 
-pub fn runtime_config(config: &Config, _request: RuntimeConfigRequest) -> RuntimeConfigResponse {
-    let driver = match config.cgroup_driver {
+/// The driver in force (kraald stops at start when the configured one cannot be had).
+pub fn runtime_config(runtime: &Runtime, _request: RuntimeConfigRequest) -> RuntimeConfigResponse {
+    let driver = match runtime.driver.kind() {
         config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
         config::CgroupDriver::Systemd => CgroupDriver::Systemd,
     };

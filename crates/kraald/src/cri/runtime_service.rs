@@ -286,7 +286,7 @@ impl RuntimeService for RuntimeHandler {
         request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
         logged("Status", request, |r| async move {
-            Ok(status::status(&self.runtime.config, r))
+            Ok(status::status(&self.runtime, r))
         })
         .await
     }
@@ -339,7 +339,7 @@ impl RuntimeService for RuntimeHandler {
         request: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         logged("RuntimeConfig", request, |r| async move {
-            Ok(runtime_config::runtime_config(&self.runtime.config, r))
+            Ok(runtime_config::runtime_config(&self.runtime, r))
         })
         .await
     }

@@ -51,10 +51,19 @@ pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(),
     }
     crate::ports::detach(runtime, record)?;
     crate::bandwidth::detach(runtime, record)?;
+    if record.systemd_slice.is_some() {
+        // systemd owns slices: one kraal made is stopped (with anything left in it); one
+        // kubelet made is kubelet's to remove, and its directory is not kraal's to rmdir.
+        runtime
+            .driver
+            .remove_pod(record.systemd_slice.as_deref(), record.slice_created)
+            .map_err(|e| format!("stopping the pod's systemd slice: {e}"))?;
+        return remove_sandbox_dir(runtime, record);
+    }
     // The infra process may take a moment to be reaped out of its cgroup.
     let mut last = Ok(());
     for _ in 0..50 {
-        last = crate::pod_infra::remove_cgroup(&runtime.cgroups, &record.cgroup_parent)
+        last = crate::pod_infra::remove_cgroup(&runtime.cgroups, record)
             .map_err(|e| format!("removing the infra process's cgroup: {e}"))
             .and_then(|()| {
                 runtime
@@ -68,6 +77,10 @@ pub fn teardown_sandbox(runtime: &Runtime, record: &SandboxRecord) -> Result<(),
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     last?;
+    remove_sandbox_dir(runtime, record)
+}
+
+fn remove_sandbox_dir(runtime: &Runtime, record: &SandboxRecord) -> Result<(), String> {
     let dir = runtime.layout.sandbox_dir(&record.id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),

@@ -7,11 +7,12 @@ use kraal_api::runtime::v1::{
     StatusResponse,
 };
 
-use crate::config::Config;
+use crate::runtime::Runtime;
 
 const RUNTIME_READY: &str = "RuntimeReady";
 
-pub fn status(config: &Config, request: StatusRequest) -> StatusResponse {
+pub fn status(kraal: &Runtime, request: StatusRequest) -> StatusResponse {
+    let config = &kraal.config;
     let runtime = RuntimeCondition {
         r#type: RUNTIME_READY.to_string(),
         status: true,
@@ -24,6 +25,10 @@ pub fn status(config: &Config, request: StatusRequest) -> StatusResponse {
     if request.verbose {
         let config_json = serde_json::to_string(config).unwrap_or_else(|err| format!("{err}"));
         info.insert("config".to_string(), config_json);
+        // The node's hierarchy, driver and kernel features, and the kraal features they
+        // rule out (with the reason): `kraalctl cri node` shows them.
+        let node_json = serde_json::to_string(&kraal.node).unwrap_or_else(|err| format!("{err}"));
+        info.insert("node".to_string(), node_json);
     }
     StatusResponse {
         status: Some(RuntimeStatus {

@@ -65,6 +65,9 @@ pub async fn update_container_resources(
             ..resources
         };
         rt.cgroups.apply_resources(&path, &cpu_free)?;
+        if let Err(err) = rt.driver.mirror(&path, &cpu_free) {
+            tracing::warn!(cgroup = %path, %err, "telling systemd the new limits");
+        }
         crate::policy::apply_container(&rt, &policy, &name, &path, Some(&merged_for_task), pid)
     })
     .await

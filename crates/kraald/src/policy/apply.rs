@@ -160,6 +160,10 @@ fn write(
 ) -> Result<Vec<Written>, CgroupError> {
     loop {
         match runtime.cgroups.apply_resources(rel, &resources) {
+            Ok(written) => {
+                mirror(runtime, rel, &resources, warnings);
+                return Ok(written);
+            }
             Err(CgroupError::Unsupported {
                 path,
                 feature,
@@ -191,6 +195,18 @@ fn write(
             }
             other => return other,
         }
+    }
+}
+
+/// With the systemd driver: systemd's record of the unit's limits made the same as the files
+/// just written, or its next re-application (e.g. `systemctl daemon-reload`) writes its old
+/// values back. A failure costs a warning: the files are right until then.
+fn mirror(runtime: &Runtime, rel: &str, resources: &Resources, warnings: &mut Vec<String>) {
+    if let Err(err) = runtime.driver.mirror(rel, resources) {
+        tracing::warn!(cgroup = rel, %err, "telling systemd the new limits");
+        warnings.push(format!(
+            "systemd was not told the limits written to {rel} ({err}); a systemctl daemon-reload may reset them"
+        ));
     }
 }
 

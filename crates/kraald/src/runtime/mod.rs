@@ -43,6 +43,10 @@ pub struct Runtime {
     pub state: Arc<StateStore>,
     pub images: Arc<ImageStore>,
     pub cgroups: Cgroups,
+    /// kubelet's cgroup driver in force: cgroupfs, or systemd's slices and scopes.
+    pub driver: crate::cgroup_driver::Driver,
+    /// What this node gives kraal (hierarchy, driver, kernel features), found at start.
+    pub node: crate::node_facts::NodeFacts,
     pub events: Events,
     pub layout: Layout,
     /// The `kraal-monitor` binary every container runs under.
@@ -70,14 +74,18 @@ impl Runtime {
         images: Arc<ImageStore>,
         state: Arc<StateStore>,
         cgroups: Cgroups,
+        driver: crate::cgroup_driver::Driver,
         monitor_bin: PathBuf,
     ) -> Arc<Self> {
         let layout = Layout::new(&config.root, &config.state);
+        let node = crate::node_facts::NodeFacts::detect(&cgroups, &driver);
         Arc::new(Runtime {
             config,
             state,
             images,
             cgroups,
+            driver,
+            node,
             events: Events::new(),
             layout,
             monitor_bin,

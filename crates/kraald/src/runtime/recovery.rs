@@ -31,11 +31,15 @@ pub fn recover(runtime: &Arc<Runtime>) {
                 adopt_start(runtime, &c.id);
             }
             runtime.watch_exit(&c.id);
+            crate::cgroup_driver::check_recovered_scope(runtime, &c.id, &c.cgroups_path);
             running += 1;
         } else {
             runtime.record_exit(&c.id);
             exited += 1;
         }
+    }
+    for s in runtime.state.sandboxes() {
+        crate::cgroup_driver::check_recovered_pod(runtime, &s);
     }
     tracing::info!(
         sandboxes = runtime.state.sandboxes().len(),

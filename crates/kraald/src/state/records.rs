@@ -28,6 +28,12 @@ pub struct SandboxRecord {
     pub log_directory: String,
     /// cgroupfs form, e.g. `/kubepods/besteffort/pod<uid>`.
     pub cgroup_parent: String,
+    /// With the systemd driver: the pod slice's unit name (`cgroup_parent` is its path).
+    #[serde(default)]
+    pub systemd_slice: Option<String>,
+    /// kraal made that slice (kubelet had not), so kraal stops it with the pod.
+    #[serde(default)]
+    pub slice_created: bool,
     pub host_network: bool,
     pub host_ipc: bool,
     /// CRI NamespaceMode of the PID namespace: 0 POD, 1 CONTAINER, 2 NODE.
