@@ -49,8 +49,13 @@ echo "== the suite in the cgroup v2 + systemd guest ($vm test)"
 # The host's registry is not needed there: the guest starts its own from hack/registry.sh.
 cleanup
 trap - EXIT
-if [ $# -gt 0 ]; then
-  "$vm" test -- -- "$@"
-else
-  "$vm" test
-fi
+# The guest is software-emulated here (TCG, ~10x slower): it cannot push 50 Mbit/s flows
+# through HTB steadily enough for these two rate-accuracy tests (seen: 47.0 Mbit/s for a 50M
+# cap, and a rate change that took 1.5 s to show). They measure tc and HTB, which do not
+# depend on the cgroup hierarchy, and they ran above on this host; every other test,
+# shaping's cgroup and eBPF ones included, runs in the guest too.
+guest_skips=(
+  --skip a_live_rate_change_takes_effect_within_a_second
+  --skip egress_cap_holds_for_one_and_four_flows_without_a_first_second_overshoot
+)
+"$vm" test -- -- "${guest_skips[@]}" "$@"
