@@ -37,12 +37,17 @@ impl DbusSystemd {
         if !booted() {
             return Err(SystemdError::NotBooted);
         }
-        match Connection::system() {
+        // Every call has a deadline: a systemd that stops answering must fail the CRI call
+        // that waits for it, not hang it (and kubelet's retries behind it).
+        let system = zbus::blocking::connection::Builder::system()
+            .map(|b| b.method_timeout(WAIT))
+            .and_then(|b| b.build());
+        match system {
             Ok(conn) => Ok(DbusSystemd { conn, p2p: false }),
             Err(bus_err) => {
                 debug!(error = %bus_err, "no D-Bus system bus; using systemd's private socket");
                 let conn = zbus::blocking::connection::Builder::address(PRIVATE_SOCKET)
-                    .and_then(|b| b.p2p().build())
+                    .and_then(|b| b.p2p().method_timeout(WAIT).build())
                     .map_err(|e| {
                         SystemdError::Connect(format!(
                             "system bus: {bus_err}; {PRIVATE_SOCKET}: {e}"
