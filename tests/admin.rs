@@ -388,17 +388,6 @@ async fn policy_changes_live_and_bad_changes_change_nothing() {
 
 /// The container's init pid, from the verbose ContainerStatus info.
 async fn container_pid(k: &Kraald, id: &str) -> i64 {
-    let response = k
-        .runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner();
-    let info: serde_json::Value =
-        serde_json::from_str(&response.info["info"]).expect("info is JSON");
+    let (_, info) = k.container_status_verbose(id).await;
     info["pid"].as_i64().expect("pid in info")
 }

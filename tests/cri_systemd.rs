@@ -102,17 +102,7 @@ fn read(path: &Path) -> String {
 
 /// ContainerStatus verbose info.
 async fn container_info(kraald: &Kraald, id: &str) -> serde_json::Value {
-    let response = kraald
-        .runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner();
-    serde_json::from_str(&response.info["info"]).expect("info is JSON")
+    kraald.container_status_verbose(id).await.1
 }
 
 fn dir_of(info: &serde_json::Value, what: &str) -> PathBuf {
