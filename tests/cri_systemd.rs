@@ -195,14 +195,7 @@ async fn the_cgroupfs_driver_refuses_slices_and_names_the_driver_it_expects() {
         "{}",
         kraald.log()
     );
-    let out = Command::new(kraal_e2e::kraalctl_bin())
-        .arg("--cri-socket")
-        .arg(&kraald.socket)
-        .args(["cri", "node"])
-        .output()
-        .expect("kraalctl cri node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let text = kraalctl_node(&kraald);
     assert!(text.contains("cgroup driver:    cgroupfs\n"), "{text}");
     assert!(
         ["v1", "v2", "hybrid"]
@@ -210,6 +203,18 @@ async fn the_cgroupfs_driver_refuses_slices_and_names_the_driver_it_expects() {
             .any(|h| text.contains(&format!("cgroup hierarchy: {h}\n"))),
         "{text}"
     );
+}
+
+/// `kraalctl cri node` against `kraald`: the node facts kraald serves in Status.
+fn kraalctl_node(kraald: &Kraald) -> String {
+    let out = Command::new(kraal_e2e::kraalctl_bin())
+        .arg("--cri-socket")
+        .arg(&kraald.socket)
+        .args(["cri", "node"])
+        .output()
+        .expect("kraalctl cri node");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -249,14 +254,7 @@ async fn the_systemd_driver_is_in_force_or_refused_at_start() {
         err.message()
     );
     // kraalctl shows the node facts kraald serves in Status.
-    let out = Command::new(kraal_e2e::kraalctl_bin())
-        .arg("--cri-socket")
-        .arg(&kraald.socket)
-        .args(["cri", "node"])
-        .output()
-        .expect("kraalctl cri node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let text = kraalctl_node(&kraald);
     assert!(text.contains("cgroup hierarchy: v2"), "{text}");
     assert!(text.contains("cgroup driver:    systemd"), "{text}");
 }
